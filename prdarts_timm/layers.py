@@ -1,0 +1,376 @@
+"""Score-masked pruned layers (HYDRA / edge-popup style), the maths and nothing else.
+
+A pruned layer holds the dense ``weight``, a learnable ``scores`` tensor of the same shape and a ``mask``
+buffer. Its forward uses ``weight * mask`` where ``mask`` keeps the top-k fraction of ``|scores|``
+(k = fraction *kept*). Gradients reach the scores by the straight-through estimator
+(dL/dS = sign(S) * W * dL/dW_hat); pruned weights get zero gradient.
+
+Modes (``layer.mode``):
+
+* ``'dense'``: k = 1, ``F.conv2d(x, weight)`` exactly, no mask work at all.
+* ``'learn'``: score learning. Weights frozen, scores trained; the mask is re-selected (``torch.topk``,
+  not a full sort) only when the scores or k changed since the last forward.
+* ``'fixed'``: mask frozen and cached, scores frozen, weights trained; no top-k per step.
+
+``model.eval()`` needs no mode of its own: every mode reuses its cached mask.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'PrunedConv2d', 'PrunedLinear', 'PrunedLayer', 'MODES', 'kept_count', 'check_k', 'topk_mask',
+    'convert_to_pruned', 'bake', 'pruned_layers', 'sparsity_report', 'SparsityReport', 'LayerSparsity',
+]
+
+MODES = ('dense', 'learn', 'fixed')
+
+
+def check_k(k: float) -> float:
+    """Validate a kept fraction: 0 < k <= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or math.isnan(k) or not 0.0 < k <= 1.0:
+        raise ValueError(
+            f'k (the fraction of weights KEPT) must be a number in (0, 1], got {k!r}. '
+            f'For 99% sparsity use k=0.01, for 90% use k=0.1, for a dense layer use k=1.')
+    return float(k)
+
+
+def kept_count(numel: int, k: float) -> int:
+    """Number of weights kept at fraction k: ``numel - int((1 - k) * numel)`` (the method note, HYDRA)."""
+    return max(1, numel - int((1.0 - check_k(k)) * numel))
+
+
+def topk_mask(scores: torch.Tensor, num_keep: int) -> torch.Tensor:
+    """Mask (same shape and dtype as ``scores``) with ones at the ``num_keep`` largest ``|scores|``.
+
+    Exact count, ties included. Uses selection (``torch.topk``) on the smaller side, never a full sort.
+    """
+    flat = scores.detach().abs().flatten()
+    numel = flat.numel()
+    if num_keep >= numel:
+        return torch.ones_like(scores)
+    if num_keep <= numel - num_keep:
+        mask = torch.zeros_like(flat)
+        mask[torch.topk(flat, num_keep, largest=True, sorted=False).indices] = 1.0
+    else:
+        mask = torch.ones_like(flat)
+        mask[torch.topk(flat, numel - num_keep, largest=False, sorted=False).indices] = 0.0
+    return mask.view_as(scores)
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """W_hat = W * m with m = topk(|S|): dW = m * g, dS = sign(S) * W * g (straight through the top-k)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, scores, mask)
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight, scores, mask = ctx.saved_tensors
+        grad_w = grad * mask if ctx.needs_input_grad[0] else None
+        grad_s = grad * weight * scores.sign() if ctx.needs_input_grad[1] else None
+        return grad_w, grad_s, None
+
+
+class PrunedLayer(nn.Module):
+    """Mixin holding the score/mask state shared by :class:`PrunedConv2d` and :class:`PrunedLinear`."""
+
+    weight: torch.Tensor
+    mode: str
+
+    def _init_pruning(self) -> None:
+        self.scores = nn.Parameter(torch.empty_like(self.weight), requires_grad=False)
+        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
+        self.register_buffer('mask', torch.ones_like(self.weight))
+        self.mode = 'dense'
+        self.num_keep = self.weight.numel()
+        self._mask_key: Optional[Tuple[int, int, int]] = None
+
+    # ----- state -----
+    @property
+    def k(self) -> float:
+        """Fraction of weights kept."""
+        return self.num_keep / self.weight.numel()
+
+    def set_k(self, k: float) -> None:
+        """Keep the top-k fraction of this layer (per-layer k). Mode is left as it is."""
+        self.set_num_keep(kept_count(self.weight.numel(), k))
+
+    def set_num_keep(self, num_keep: int) -> None:
+        """Keep exactly ``num_keep`` weights (used by global k)."""
+        if not 0 <= num_keep <= self.weight.numel():
+            raise ValueError(f'num_keep must be in [0, {self.weight.numel()}], got {num_keep}')
+        if num_keep != self.num_keep:
+            self.num_keep = num_keep
+            self._mask_key = None
+            if self.mode == 'fixed':
+                self._refresh_mask()
+
+    def set_mode(self, mode: str) -> None:
+        """Switch between 'dense', 'learn' and 'fixed' (see module docstring); sets requires_grad to match."""
+        if mode not in MODES:
+            raise ValueError(f'unknown pruning mode {mode!r}; expected one of {MODES}')
+        if self.scores is None:
+            raise RuntimeError(
+                f'{type(self).__name__} was baked (scores dropped); only its fixed zero pattern remains. '
+                'Build a fresh model and load the baked state dict to train it again.')
+        if mode == 'dense':
+            self.num_keep = self.weight.numel()
+            with torch.no_grad():
+                self.mask.fill_(1.0)
+        elif mode == 'fixed':
+            self._refresh_mask()
+        self._mask_key = None
+        self.mode = mode
+        self.weight.requires_grad_(mode != 'learn')
+        if self.bias is not None:
+            self.bias.requires_grad_(mode != 'learn')
+        self.scores.requires_grad_(mode == 'learn')
+
+    @torch.no_grad()
+    def init_scores_scaled(self) -> None:
+        """Scaled score init: ``S = sqrt(6 / fan_in) * W / max|W|`` (mask = layer-wise magnitude pruning)."""
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+        w_max = self.weight.abs().max().clamp_min(torch.finfo(self.weight.dtype).tiny)
+        self.scores.copy_(math.sqrt(6.0 / fan_in) * self.weight / w_max)
+        self._mask_key = None
+        if self.mode == 'fixed':
+            self._refresh_mask()
+
+    @torch.no_grad()
+    def _refresh_mask(self) -> None:
+        if self.scores is None:
+            return
+        self.mask.copy_(topk_mask(self.scores, self.num_keep))
+        self._mask_key = (self.scores._version, self.scores.data_ptr(), self.num_keep)
+
+    @torch.jit.unused
+    def _learned_weight(self) -> torch.Tensor:
+        key = (self.scores._version, self.scores.data_ptr(), self.num_keep)
+        if key != self._mask_key:
+            self._refresh_mask()
+        if torch.is_grad_enabled() and (self.scores.requires_grad or self.weight.requires_grad):
+            return _StraightThroughMask.apply(self.weight, self.scores, self.mask)
+        return self.weight * self.mask
+
+    def pruned_weight(self) -> torch.Tensor:
+        """The weight the forward uses: ``weight`` when dense, else ``weight * mask``."""
+        if self.mode == 'dense':
+            return self.weight
+        if self.mode == 'learn':
+            return self._learned_weight()
+        return self.weight * self.mask
+
+    # ----- checkpoints -----
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Accept baked state dicts (no scores / mask): the mask is restored from the zeros of the weight."""
+        w_key, s_key, m_key = prefix + 'weight', prefix + 'scores', prefix + 'mask'
+        baked = w_key in state_dict and s_key not in state_dict and m_key not in state_dict
+        if baked and self.scores is not None:
+            weight = state_dict[w_key]
+            state_dict = dict(state_dict)
+            state_dict[m_key] = (weight != 0).to(self.mask.dtype)
+            state_dict[s_key] = weight.to(self.scores.dtype)  # scores ~ |W|: top-k(|S|) = the nonzeros
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if baked and self.scores is not None and w_key in state_dict:
+            kept = int(state_dict[m_key].sum().item())
+            self.mode = 'dense' if kept == self.weight.numel() else 'fixed'
+            self.num_keep = kept
+            self.scores.requires_grad_(False)
+            self._mask_key = None
+        elif m_key in state_dict and self.scores is not None:
+            self.num_keep = int(self.mask.sum().item())
+            self._mask_key = None
+            if self.mode == 'dense' and self.num_keep < self.weight.numel():
+                self.mode = 'fixed'  # a sparse checkpoint stays sparse
+                self.scores.requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, mode={self.mode}, k={self.k:.4g}'
+
+
+class PrunedConv2d(PrunedLayer, nn.Conv2d):
+    """Drop-in ``nn.Conv2d`` with a learnable top-k score mask (PrunedConv / SparseConv)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_pruning()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.pruned_weight(), self.bias)
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d) -> 'PrunedConv2d':
+        """A pruned copy of ``conv`` (same weights, device and dtype), in dense mode."""
+        layer = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+            padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)
+        _copy_dense(layer, conv)
+        return layer
+
+
+class PrunedLinear(PrunedLayer, nn.Linear):
+    """Drop-in ``nn.Linear`` with a learnable top-k score mask (PrunedLinear / SparseLinear)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_pruning()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.pruned_weight(), self.bias)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear) -> 'PrunedLinear':
+        """A pruned copy of ``linear`` (same weights, device and dtype), in dense mode."""
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype)
+        _copy_dense(layer, linear)
+        return layer
+
+
+@torch.no_grad()
+def _copy_dense(layer: PrunedLayer, dense: nn.Module) -> None:
+    layer.weight.copy_(dense.weight)
+    if dense.bias is not None:
+        layer.bias.copy_(dense.bias)
+    layer.weight.requires_grad_(dense.weight.requires_grad)
+    layer.train(dense.training)
+
+
+def pruned_layers(model: nn.Module) -> Iterator[Tuple[str, PrunedLayer]]:
+    """(name, layer) for every pruned layer of ``model``, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, PrunedLayer):
+            yield name, module
+
+
+def convert_to_pruned(model: nn.Module) -> nn.Module:
+    """Swap every ``nn.Conv2d`` and ``nn.Linear`` of ``model`` (any torch / timm model) for a pruned copy.
+
+    Works in place and returns ``model``. Already-pruned layers are left alone. Conv subclasses with a
+    forward of their own (e.g. timm's ``Conv2dSame``) would lose behaviour in the swap, so they raise.
+    """
+    import timm.layers
+
+    linear_types = (nn.Linear, timm.layers.Linear)
+    if isinstance(model, PrunedLayer):
+        return model
+    if type(model) is nn.Conv2d or type(model) in linear_types:
+        raise TypeError('convert_to_pruned works on a model that contains layers; for a single layer use '
+                        'PrunedConv2d.from_dense(conv) or PrunedLinear.from_dense(linear).')
+    for parent_name, parent in list(model.named_modules()):
+        if isinstance(parent, PrunedLayer):
+            continue
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PrunedLayer):
+                continue
+            if type(child) is nn.Conv2d:
+                setattr(parent, name, PrunedConv2d.from_dense(child))
+            elif type(child) in linear_types:
+                setattr(parent, name, PrunedLinear.from_dense(child))
+            elif isinstance(child, (nn.Conv2d, nn.Linear)):
+                full = f'{parent_name}.{name}' if parent_name else name
+                raise TypeError(
+                    f'cannot convert {full!r}: {type(child).__module__}.{type(child).__name__} subclasses '
+                    f'{nn.Conv2d.__name__ if isinstance(child, nn.Conv2d) else nn.Linear.__name__} with a '
+                    'forward of its own. Build the model without it (e.g. a non-"tf_" timm variant, or '
+                    'pad_type="") before converting.')
+    return model
+
+
+@torch.no_grad()
+def bake(model: nn.Module) -> nn.Module:
+    """Write ``W * m`` into every pruned layer's weight and drop scores and masks (for deployment).
+
+    In place; returns ``model``. The state dict then has plain timm keys with exact zeros. Loading it into
+    a fresh model with pruned layers restores each mask from the zeros.
+    """
+    for _, layer in pruned_layers(model):
+        if layer.scores is None:
+            continue
+        if layer.mode == 'learn':
+            layer._refresh_mask()
+        if layer.mode != 'dense':
+            layer.weight.mul_(layer.mask)
+        layer.scores = None
+        layer.mask = None
+        layer.mode = 'dense'
+        layer.weight.requires_grad_(True)
+        if layer.bias is not None:
+            layer.bias.requires_grad_(True)
+    return model
+
+
+@dataclass
+class LayerSparsity:
+    name: str
+    kind: str
+    shape: Tuple[int, ...]
+    numel: int
+    nonzero: int
+
+    @property
+    def density(self) -> float:
+        return self.nonzero / self.numel
+
+
+@dataclass
+class SparsityReport:
+    """Per-layer and total nonzeros of the weights the forward uses (``W * m``), biases excluded."""
+    layers: List[LayerSparsity] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def nonzero(self) -> int:
+        return sum(layer.nonzero for layer in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzero / max(self.total, 1)
+
+    def to_dict(self) -> Dict:
+        return dict(
+            total=self.total, nonzero=self.nonzero, sparsity=self.sparsity,
+            layers=[dict(name=s.name, kind=s.kind, shape=list(s.shape), numel=s.numel, nonzero=s.nonzero)
+                    for s in self.layers])
+
+    def __str__(self) -> str:
+        width = max([len(s.name) for s in self.layers] + [5])
+        lines = [f'{"layer":<{width}}  {"kind":<6} {"numel":>10} {"nonzero":>10} {"density":>8}']
+        for s in self.layers:
+            lines.append(f'{s.name:<{width}}  {s.kind:<6} {s.numel:>10} {s.nonzero:>10} {s.density:>8.4f}')
+        lines.append(f'{"total":<{width}}  {"":<6} {self.total:>10} {self.nonzero:>10} '
+                     f'{1 - self.sparsity:>8.4f}')
+        return '\n'.join(lines)
+
+
+@torch.no_grad()
+def sparsity_report(model: nn.Module) -> SparsityReport:
+    """Nonzeros of every conv / linear weight in ``model`` as the forward uses it (pruned or not)."""
+    report = SparsityReport()
+    for name, module in model.named_modules():
+        if isinstance(module, PrunedLayer):
+            weight = module.pruned_weight() if module.mode != 'learn' else module.weight * topk_mask(
+                module.scores, module.num_keep)
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            weight = module.weight
+        else:
+            continue
+        kind = 'linear' if isinstance(module, nn.Linear) else 'conv'
+        report.layers.append(LayerSparsity(
+            name, kind, tuple(weight.shape), weight.numel(), int(torch.count_nonzero(weight).item())))
+    return report

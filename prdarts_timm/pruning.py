@@ -1,0 +1,80 @@
+"""Model-level pruning state shared by the search and the retraining: k, modes, score init."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .layers import MODES, PrunedLayer, check_k, kept_count, pruned_layers
+
+__all__ = ['set_pruning', 'set_global_k', 'init_scores_scaled', 'count_params']
+
+
+def _layers(model: nn.Module):
+    layers = [layer for _, layer in pruned_layers(model)]
+    if not layers:
+        raise ValueError(f'{type(model).__name__} has no pruned layers; call convert_to_pruned(model) first.')
+    return layers
+
+
+def set_pruning(model: nn.Module, mode: str, k: Optional[float] = None, global_k: bool = False) -> nn.Module:
+    """Put every pruned layer of ``model`` in ``mode`` ('dense', 'learn', 'fixed') at kept fraction ``k``.
+
+    ``k`` is per layer (each layer keeps its top-k fraction), or one threshold across all layers with
+    ``global_k=True``. 'dense' needs no k. In 'fixed' mode the mask is selected once, here.
+    """
+    if mode not in MODES:
+        raise ValueError(f'unknown pruning mode {mode!r}; expected one of {MODES}')
+    layers = _layers(model)
+    if mode == 'dense':
+        for layer in layers:
+            layer.set_mode('dense')
+        return model
+    if k is None:
+        raise ValueError(f"mode {mode!r} needs k, the fraction of weights kept (e.g. k=0.01 for 99% sparsity)")
+    check_k(k)
+    for layer in layers:
+        layer.set_mode(mode)
+    if global_k:
+        set_global_k(model, k)
+    else:
+        for layer in layers:
+            layer.set_k(k)
+    return model
+
+
+@torch.no_grad()
+def set_global_k(model: nn.Module, k: float) -> None:
+    """One threshold across all pruned layers: keep the top-k fraction of all ``|scores|`` together.
+
+    Sets each layer's kept count from the current scores; call again to follow moving scores.
+    """
+    layers = _layers(model)
+    flat = torch.cat([layer.scores.detach().abs().flatten() for layer in layers])
+    num_keep = kept_count(flat.numel(), k)
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[torch.topk(flat, num_keep, sorted=False).indices] = True
+    start = 0
+    for layer in layers:
+        n = layer.weight.numel()
+        layer.set_num_keep(int(keep[start:start + n].sum().item()))
+        start += n
+
+
+def init_scores_scaled(model: nn.Module) -> None:
+    """Scaled score init on every pruned layer (the masks become layer-wise magnitude pruning)."""
+    for layer in _layers(model):
+        layer.init_scores_scaled()
+
+
+def count_params(model: nn.Module, conv_linear_only: bool = False) -> int:
+    """Parameters of the network itself: pruning scores are not counted.
+
+    ``conv_linear_only=True`` counts only conv and linear weights (no biases, no BN), the size that
+    pruning acts on.
+    """
+    if conv_linear_only:
+        return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    scores = {id(layer.scores) for _, layer in pruned_layers(model) if layer.scores is not None}
+    return sum(p.numel() for p in model.parameters() if id(p) not in scores)
