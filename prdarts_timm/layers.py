@@ -14,7 +14,6 @@ Modes (``layer.mode``):
 
 ``model.eval()`` needs no mode of its own: every mode reuses its cached mask.
 """
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
@@ -82,9 +81,6 @@ class _StraightThroughMask(torch.autograd.Function):
 
 class PrunedLayer(nn.Module):
     """Mixin holding the score/mask state shared by :class:`PrunedConv2d` and :class:`PrunedLinear`."""
-
-    weight: torch.Tensor
-    mode: str
 
     def _init_pruning(self) -> None:
         self.scores = nn.Parameter(torch.empty_like(self.weight), requires_grad=False)

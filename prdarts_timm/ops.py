@@ -4,7 +4,6 @@
 (method note 1.2): SepConv = two stacked [ReLU, depthwise k x k, pointwise 1x1, BN]; DilConv = [ReLU,
 depthwise k x k dilation 2, pointwise 1x1, BN]; skip_connect with stride 2 is a FactorizedReduce.
 """
-from __future__ import annotations
 
 from typing import Callable, Dict
 

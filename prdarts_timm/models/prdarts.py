@@ -7,7 +7,6 @@ Cell network as in `DARTS: Differentiable Architecture Search` - https://arxiv.o
 Every conv and linear is a :class:`~prdarts_timm.layers.PrunedConv2d` / ``PrunedLinear`` in dense mode,
 so each model can be pruned and retrained as is (``prdarts_timm.pruning.set_pruning``).
 """
-from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -193,7 +192,7 @@ class PRDarts(nn.Module):
         self.num_features = self.head_hidden_size = C_prev
 
         self.aux_head = AuxiliaryHead(C_aux, num_classes, imagenet) if auxiliary and num_classes > 0 else None
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = self._make_classifier(num_classes)
 
@@ -227,7 +226,7 @@ class PRDarts(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.classifier = self._make_classifier(num_classes)
         if self.aux_head is not None:
             self.aux_head = None if num_classes <= 0 else AuxiliaryHead(
@@ -316,10 +315,7 @@ def _raise_if_no_weights(variant: str, kwargs: Dict[str, Any]) -> None:
     cfg = kwargs.get('pretrained_cfg')
     overlay = kwargs.get('pretrained_cfg_overlay') or {}
     if isinstance(cfg, str) or cfg is None:
-        tag = cfg
-        cfg = get_pretrained_cfg(f'{variant}.{tag}' if tag else variant, allow_unregistered=False)
-        if cfg is None:
-            raise PretrainedWeightsError(f'{variant} has no pretrained tag {tag!r}')
+        cfg = get_pretrained_cfg(f'{variant}.{cfg}' if cfg else variant)  # timm names an invalid tag
     elif isinstance(cfg, dict):
         cfg = PretrainedCfg(**cfg)
     if not (cfg.has_weights or any(overlay.get(k) for k in ('url', 'file', 'hf_hub_id', 'state_dict'))):
@@ -377,87 +373,84 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _prdarts(variant: str, genotype: str, C: int, layers: int, pretrained: bool, imagenet: bool = False,
-             **kwargs) -> PRDarts:
-    model_args = dict(genotype=genotype, C=C, layers=layers)
-    if imagenet:
-        model_args.update(stem_type='imagenet', num_classes=1000)
+def _prdarts(variant: str, pretrained: bool, kwargs: Dict[str, Any], **model_args) -> PRDarts:
+    """Create ``variant`` from its architecture args; the caller's kwargs override them."""
     return _create_prdarts(variant, pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def prdarts_c10(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 99% cell, 36 channels / 20 cells (DARTS evaluation size; the paper's Small)."""
-    return _prdarts('prdarts_c10', 'prdarts_99', 36, 20, pretrained, **kwargs)
+    return _prdarts('prdarts_c10', pretrained, kwargs, genotype='prdarts_99', C=36, layers=20)
 
 
 @register_model
 def prdarts_c10_tiny(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 99% cell, 30 channels / 16 cells (Tiny)."""
-    return _prdarts('prdarts_c10_tiny', 'prdarts_99', 30, 16, pretrained, **kwargs)
+    return _prdarts('prdarts_c10_tiny', pretrained, kwargs, genotype='prdarts_99', C=30, layers=16)
 
 
 @register_model
 def prdarts_c10_medium(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 99% cell, 86 channels / 12 cells (Medium)."""
-    return _prdarts('prdarts_c10_medium', 'prdarts_99', 86, 12, pretrained, **kwargs)
+    return _prdarts('prdarts_c10_medium', pretrained, kwargs, genotype='prdarts_99', C=86, layers=12)
 
 
 @register_model
 def prdarts_c10_large(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 99% cell, 108 channels / 14 cells (Large)."""
-    return _prdarts('prdarts_c10_large', 'prdarts_99', 108, 14, pretrained, **kwargs)
+    return _prdarts('prdarts_c10_large', pretrained, kwargs, genotype='prdarts_99', C=108, layers=14)
 
 
 @register_model
 def prdarts_c10_mini(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 99% cell, 16 channels / 8 cells: a size a CPU can train."""
-    return _prdarts('prdarts_c10_mini', 'prdarts_99', 16, 8, pretrained, **kwargs)
+    return _prdarts('prdarts_c10_mini', pretrained, kwargs, genotype='prdarts_99', C=16, layers=8)
 
 
 @register_model
 def prdarts90_c10(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 90% cell, 36 channels / 20 cells."""
-    return _prdarts('prdarts90_c10', 'prdarts_90', 36, 20, pretrained, **kwargs)
+    return _prdarts('prdarts90_c10', pretrained, kwargs, genotype='prdarts_90', C=36, layers=20)
 
 
 @register_model
 def prdarts90_c10_mini(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 90% cell, 16 channels / 8 cells."""
-    return _prdarts('prdarts90_c10_mini', 'prdarts_90', 16, 8, pretrained, **kwargs)
+    return _prdarts('prdarts90_c10_mini', pretrained, kwargs, genotype='prdarts_90', C=16, layers=8)
 
 
 @register_model
 def prdarts95_c10(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 95% cell, 36 channels / 20 cells."""
-    return _prdarts('prdarts95_c10', 'prdarts_95', 36, 20, pretrained, **kwargs)
+    return _prdarts('prdarts95_c10', pretrained, kwargs, genotype='prdarts_95', C=36, layers=20)
 
 
 @register_model
 def prdarts95_c10_mini(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 95% cell, 16 channels / 8 cells."""
-    return _prdarts('prdarts95_c10_mini', 'prdarts_95', 16, 8, pretrained, **kwargs)
+    return _prdarts('prdarts95_c10_mini', pretrained, kwargs, genotype='prdarts_95', C=16, layers=8)
 
 
 @register_model
 def prdarts_onestep_c10(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS one-step-search cell (99%), 36 channels / 20 cells."""
-    return _prdarts('prdarts_onestep_c10', 'prdarts_onestep_99', 36, 20, pretrained, **kwargs)
+    return _prdarts('prdarts_onestep_c10', pretrained, kwargs, genotype='prdarts_onestep_99', C=36, layers=20)
 
 
 @register_model
 def darts_v2_c10(pretrained: bool = False, **kwargs) -> PRDarts:
     """DARTS-V2 cell (searched dense), 36 channels / 20 cells: the baseline, with pruned layers."""
-    return _prdarts('darts_v2_c10', 'darts_v2', 36, 20, pretrained, **kwargs)
+    return _prdarts('darts_v2_c10', pretrained, kwargs, genotype='darts_v2', C=36, layers=20)
 
 
 @register_model
 def darts_v2_c10_mini(pretrained: bool = False, **kwargs) -> PRDarts:
     """DARTS-V2 cell, 16 channels / 8 cells."""
-    return _prdarts('darts_v2_c10_mini', 'darts_v2', 16, 8, pretrained, **kwargs)
+    return _prdarts('darts_v2_c10_mini', pretrained, kwargs, genotype='darts_v2', C=16, layers=8)
 
 
 @register_model
 def prdarts_in1k(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 99% cell, ImageNet (DARTS mobile setting): 48 channels / 14 cells, 224x224."""
-    return _prdarts('prdarts_in1k', 'prdarts_99', 48, 14, pretrained, imagenet=True, **kwargs)
+    return _prdarts('prdarts_in1k', pretrained, kwargs, genotype='prdarts_99', C=48, layers=14, stem_type='imagenet')
