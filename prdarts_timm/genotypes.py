@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
+
+from .io import atomic_write_text
 
 __all__ = ['PRIMITIVES', 'Genotype', 'GenotypeError', 'list_genotypes', 'get_genotype']
 
@@ -145,16 +146,7 @@ class Genotype:
 
     def save(self, path: Union[str, Path]) -> None:
         """Write as JSON, atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'w') as f:
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_text(path, self.to_json())
 
     def without_meta(self) -> 'Genotype':
         return Genotype(self.normal, self.normal_concat, self.reduce, self.reduce_concat)

@@ -1,0 +1,34 @@
+"""Atomic file writes: a temporary file in the same folder, renamed into place."""
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Union
+
+__all__ = ['atomic_write', 'atomic_write_text', 'atomic_write_json']
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``; nothing is left behind on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result gets ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_json(path: Union[str, Path], data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1) + '\n')

@@ -1,0 +1,292 @@
+"""PR-DARTS search, driven by accelerate: dense pretrain, prune, sparse finetune (or the one-step variant).
+
+    accelerate launch recipes/search.py                                    # CPU demo, embedded mini CIFAR-10
+    accelerate launch recipes/search.py --config recipes/configs/search_cifar10.yaml
+    accelerate launch --multi_gpu --num_processes 2 recipes/search.py ... # data parallel, any number of ranks
+    accelerate launch recipes/search.py --output runs/x --resume           # continue from the newest checkpoint
+
+Any config key can be overridden on the command line (``--k 0.05 --second_order false``). The run folder
+gets ``config.yaml``, ``genotypes/<phase>_<epoch>.json`` per epoch, ``genotype.json``, ``alpha_history.json``,
+``cells.png``, ``alpha_history.png`` and ``checkpoints/step_*`` (accelerate ``save_state``).
+
+The supernet is not wrapped in DDP: what it trains changes with the phase (weights, scores, alpha), which
+DDP fixes at construction. Every gradient is averaged across processes explicitly instead (one all-reduce
+per update, in ``prdarts_timm.search``), so weights, scores and alpha stay identical on every rank.
+"""
+import argparse
+import dataclasses
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
+from prdarts_timm.data import build_dataset, cifar_transforms, split_train
+from prdarts_timm.io import atomic_write_json, atomic_write_text
+from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
+from prdarts_timm.search.config import SearchConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'search_cpu_demo.yaml'
+
+
+class SeededTransform(Dataset):
+    """Applies ``transform`` with an RNG seeded by (seed, epoch, index): augmentation is the same for a given
+    sample and epoch whatever the process count, worker count, or a resume in the middle of an epoch."""
+
+    def __init__(self, dataset: Dataset, transform, seed: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
+            return self.transform(image), target
+
+
+class SearchState:
+    """What a checkpoint holds besides accelerate's RNG states: model, optimizers, schedulers, progress."""
+
+    def __init__(self, model: Supernet, arch_optimizer: torch.optim.Optimizer):
+        self.model, self.arch_optimizer = model, arch_optimizer
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: Dict[str, CosineLRScheduler] = {}
+        self.phase_index = self.epoch = self.step = self.global_step = 0
+        self.history: List[Dict] = []
+        self.pending: Optional[Dict] = None  # loaded optimizer / scheduler states, applied once they exist
+
+    def state_dict(self) -> Dict:
+        return dict(
+            model=self.model.state_dict(), arch_optimizer=self.arch_optimizer.state_dict(),
+            optimizers={k: o.state_dict() for k, o in self.optimizers.items()},
+            schedulers={k: s.state_dict() for k, s in self.schedulers.items()},
+            phase_index=self.phase_index, epoch=self.epoch, step=self.step, global_step=self.global_step,
+            history=self.history)
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.model.load_state_dict(state['model'])
+        self.arch_optimizer.load_state_dict(state['arch_optimizer'])
+        for key in ('phase_index', 'epoch', 'step', 'global_step', 'history'):
+            setattr(self, key, state[key])
+        self.pending = dict(optimizers=state['optimizers'], schedulers=state['schedulers'])
+
+
+def parse_args() -> Tuple[argparse.Namespace, SearchConfig]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', default=str(DEFAULT_CONFIG), help='YAML config (default: the CPU demo)')
+    parser.add_argument('--resume', action='store_true', help='continue the run in --output from its newest checkpoint')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU even where a GPU is present')
+    add_config_args(parser, SearchConfig)
+    args = parser.parse_args()
+    return args, load_config(SearchConfig, args.config, args)
+
+
+def check_run_folder(config: SearchConfig, resume: bool) -> Optional[Path]:
+    """The checkpoint to resume from (or None); refuses to overwrite a run or to resume another config's run."""
+    out = Path(config.output)
+    checkpoints = sorted((out / 'checkpoints').glob('step_*'))
+    if not resume:
+        if (out / 'config.yaml').exists() or checkpoints:
+            raise ConfigError(f'{out} already holds a search run; pass --resume to continue it, or choose '
+                              'another --output')
+        return None
+    if not checkpoints:
+        raise ConfigError(f'nothing to resume in {out}: no checkpoints/step_* folder; start without --resume')
+    saved = yaml.safe_load((out / 'config.yaml').read_text())
+    differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+    if differ:
+        raise ConfigError(f'cannot resume {out}: it was run with another config (keys that differ: {differ}); '
+                          'resume with the same config, or start a new run in another --output')
+    return checkpoints[-1]
+
+
+def epoch_batches(dataset: SeededTransform, alpha_dataset: SeededTransform, config: SearchConfig, epoch_seed: int,
+                  skip: int, accelerator: Accelerator) -> Iterator[Tuple[Tuple, Tuple]]:
+    """This process's (weight batch, alpha batch) pairs of one epoch, from a seeded permutation, minus the
+    first ``skip`` steps (resume). Each step's global batch is split evenly across processes."""
+    world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
+    g = torch.Generator().manual_seed(epoch_seed)
+    perms = [torch.randperm(len(dataset), generator=g), torch.randperm(len(alpha_dataset), generator=g)]
+    steps = min(len(dataset), len(alpha_dataset)) // (bs * world)
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    loaders = []
+    for ds, perm in zip((dataset, alpha_dataset), perms):
+        mine = torch.cat([perm[(s * world + rank) * bs:(s * world + rank + 1) * bs] for s in range(skip, steps)]) \
+            if steps > skip else torch.empty(0, dtype=torch.long)
+        loaders.append(DataLoader(Subset(ds, mine.tolist()), batch_size=bs, shuffle=False,
+                                  num_workers=config.num_workers))
+    device = accelerator.device
+    for (xw, yw), (xa, ya) in zip(*loaders):
+        yield (xw.to(device), yw.to(device)), (xa.to(device), ya.to(device))
+
+
+def steps_per_epoch(n_weight: int, n_alpha: int, config: SearchConfig, world: int) -> int:
+    steps = min(n_weight, n_alpha) // (config.batch_size * world)
+    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
+
+def build_phase_optimizers(state: SearchState, phase: Phase, config: SearchConfig, total_steps: int) -> None:
+    state.optimizers, state.schedulers = {}, {}
+    for group, params in trained_parameters(state.model, phase).items():
+        opt = create_optimizer_v2(params, opt='momentum', lr=phase.lr, momentum=config.momentum,
+                                  weight_decay=config.weight_decay)
+        state.optimizers[group] = opt
+        state.schedulers[group] = CosineLRScheduler(opt, t_initial=max(total_steps, 1), lr_min=phase.lr_min,
+                                                    t_in_epochs=False)
+    if state.pending is not None:
+        for group, opt in state.optimizers.items():
+            opt.load_state_dict(state.pending['optimizers'][group])
+            state.schedulers[group].load_state_dict(state.pending['schedulers'][group])
+        state.pending = None
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, global_step: int, keep: int = 2) -> None:
+    """accelerate ``save_state`` into a temporary folder, renamed when complete; keeps the newest ``keep``."""
+    final = out / 'checkpoints' / f'step_{global_step:08d}'
+    tmp = out / 'checkpoints' / f'.tmp_step_{global_step:08d}'
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in sorted((out / 'checkpoints').glob('step_*'))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def record_epoch(state: SearchState, phase: Phase, out: Path, accelerator: Accelerator) -> None:
+    state.history.append(dict(phase=phase.name, epoch=state.epoch, global_step=state.global_step,
+                              **state.model.alpha_softmax()))
+    if accelerator.is_main_process:
+        genotype = state.model.genotype()
+        genotype.save(out / 'genotypes' / f'{phase.name}_{state.epoch:03d}.json')
+        atomic_write_json(out / 'alpha_history.json', state.history)
+        accelerator.print(f'[{phase.name} epoch {state.epoch}] genotype: {genotype.to_dict()}')
+
+
+def check_ranks_agree(model: Supernet, out: Path, accelerator: Accelerator) -> None:
+    """Every rank must end with the same alpha (bitwise) and genotype; writes ``ranks.json``, raises if not."""
+    alpha = torch.cat([a.detach().reshape(-1) for a in model.arch_parameters()]).cpu()
+    mine = dict(rank=accelerator.process_index, alpha_sha256=hashlib.sha256(alpha.numpy().tobytes()).hexdigest(),
+                genotype=model.genotype().to_dict())
+    ranks = [mine]
+    if accelerator.num_processes > 1:
+        ranks = [None] * accelerator.num_processes
+        dist.all_gather_object(ranks, mine)
+    if accelerator.is_main_process:
+        atomic_write_json(out / 'ranks.json', ranks)
+    if any(r['alpha_sha256'] != ranks[0]['alpha_sha256'] or r['genotype'] != ranks[0]['genotype'] for r in ranks):
+        raise RuntimeError(f'alpha differs across ranks (see {out / "ranks.json"}): distributed search is broken')
+
+
+def main() -> None:
+    args, config = parse_args()
+    accelerator = Accelerator(cpu=args.cpu, project_dir=config.output,
+                              log_with='tensorboard' if _has_tensorboard() else None)
+    out = Path(config.output)
+    resume_from = check_run_folder(config, args.resume)
+    accelerator.wait_for_everyone()
+    set_seed(config.seed)
+
+    train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
+    weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
+    transform = cifar_transforms(train=True)
+    weight_data = SeededTransform(Subset(train_set, weight_idx), transform, config.seed)
+    alpha_data = SeededTransform(Subset(train_set, alpha_idx), transform, config.seed + 1)
+
+    model = Supernet(C=config.init_channels, layers=config.layers, num_classes=len(train_set.classes))
+    model.to(accelerator.device)
+    if dist.is_available() and dist.is_initialized():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)  # one starting point on every rank
+    arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=config.arch_lr, betas=tuple(config.arch_betas),
+                                      weight_decay=config.arch_weight_decay)
+    architect = Architect(model, arch_optimizer, second_order=config.second_order,
+                          smoothing_beta=config.smoothing_beta, smoothing_sigma=config.smoothing_sigma)
+    state = SearchState(model, arch_optimizer)
+    accelerator.register_for_checkpointing(state)
+
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        accelerator.print(f'resumed from {resume_from} (phase {state.phase_index}, epoch {state.epoch}, '
+                          f'step {state.step})')
+    elif accelerator.is_main_process:
+        atomic_write_text(out / 'config.yaml', config_to_yaml(config))
+    accelerator.init_trackers('search', config={k: str(v) for k, v in dataclasses.asdict(config).items()})
+
+    n_steps = steps_per_epoch(len(weight_data), len(alpha_data), config, accelerator.num_processes)
+    phases = config.phases()
+    for phase_index in range(state.phase_index, len(phases)):
+        phase = phases[phase_index]
+        resuming_phase = state.pending is not None and phase_index == state.phase_index
+        if not resuming_phase:
+            state.phase_index, state.epoch, state.step = phase_index, 0, 0
+        enter_phase(model, phase, config.k, init_scores=not resuming_phase)
+        build_phase_optimizers(state, phase, config, phase.epochs * n_steps)
+        while state.epoch < phase.epochs:
+            epoch_seed = config.seed * 10_000 + phase_index * 1_000 + state.epoch
+            weight_data.epoch = alpha_data.epoch = epoch_seed
+            bar = tqdm(total=n_steps, initial=state.step, desc=f'{phase.name} {state.epoch + 1}/{phase.epochs}',
+                       disable=not accelerator.is_local_main_process)
+            for train_batch, val_batch in epoch_batches(weight_data, alpha_data, config, epoch_seed, state.step,
+                                                        accelerator):
+                stats = search_step(model, phase, architect, state.optimizers, train_batch, val_batch, config.k,
+                                    grad_clip=config.grad_clip, weight_decay=config.weight_decay)
+                state.step += 1
+                state.global_step += 1
+                phase_step = state.epoch * n_steps + state.step
+                for scheduler in state.schedulers.values():
+                    scheduler.step_update(phase_step)
+                bar.update(1)
+                bar.set_postfix({k: f'{v:.3f}' for k, v in stats.items()})
+                if state.global_step % config.log_every == 0:
+                    accelerator.log({f'{phase.name}/{k}': v for k, v in stats.items()}, step=state.global_step)
+                if state.global_step % config.checkpoint_every == 0:
+                    save_checkpoint(accelerator, out, state.global_step)
+            bar.close()
+            record_epoch(state, phase, out, accelerator)
+            state.epoch += 1
+            state.step = 0
+        state.pending = None
+
+    state.phase_index = len(phases)
+    save_checkpoint(accelerator, out, state.global_step)
+    check_ranks_agree(model, out, accelerator)
+    if accelerator.is_main_process:
+        from prdarts_timm.search.plots import plot_alpha_history, plot_cells
+
+        genotype = model.genotype()
+        genotype.save(out / 'genotype.json')
+        plot_cells(genotype, out / 'cells.png')
+        plot_alpha_history(state.history, out / 'alpha_history.png')
+        accelerator.print(f'final genotype written to {out / "genotype.json"}')
+    accelerator.end_training()
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == '__main__':
+    main()
