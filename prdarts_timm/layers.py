@@ -45,22 +45,25 @@ def kept_count(numel: int, k: float) -> int:
     return max(1, numel - int((1.0 - check_k(k)) * numel))
 
 
-def topk_mask(scores: torch.Tensor, num_keep: int) -> torch.Tensor:
+def topk_mask(scores: torch.Tensor, num_keep: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mask (same shape and dtype as ``scores``) with ones at the ``num_keep`` largest ``|scores|``.
 
     Exact count, ties included. Uses selection (``torch.topk``) on the smaller side, never a full sort.
+    Writes into ``out`` when given (no temporary mask).
     """
-    flat = scores.detach().abs().flatten()
+    mask = torch.empty_like(scores) if out is None else out
+    flat = mask.view(-1)
     numel = flat.numel()
-    if num_keep >= numel:
-        return torch.ones_like(scores)
-    if num_keep <= numel - num_keep:
-        mask = torch.zeros_like(flat)
-        mask[torch.topk(flat, num_keep, largest=True, sorted=False).indices] = 1.0
-    else:
-        mask = torch.ones_like(flat)
-        mask[torch.topk(flat, numel - num_keep, largest=False, sorted=False).indices] = 0.0
-    return mask.view_as(scores)
+    with torch.no_grad():
+        if num_keep >= numel:
+            return mask.fill_(1.0)
+        magnitude = scores.detach().abs().view(-1)
+        if num_keep <= numel - num_keep:
+            flat.zero_().index_fill_(0, torch.topk(magnitude, num_keep, sorted=False).indices, 1.0)
+        else:
+            flat.fill_(1.0).index_fill_(0, torch.topk(magnitude, numel - num_keep, largest=False,
+                                                      sorted=False).indices, 0.0)
+    return mask
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -141,17 +144,22 @@ class PrunedLayer(nn.Module):
         if self.mode == 'fixed':
             self._refresh_mask()
 
-    @torch.no_grad()
+    @torch.jit.unused
+    def _current_mask_key(self) -> Tuple[int, int, int]:
+        """What the mask depends on: the scores (version, storage) and k; only k when nothing is pruned."""
+        if self.num_keep >= self.weight.numel():
+            return (-1, -1, self.num_keep)
+        return (self.scores._version, self.scores.data_ptr(), self.num_keep)
+
     def _refresh_mask(self) -> None:
         if self.scores is None:
             return
-        self.mask.copy_(topk_mask(self.scores, self.num_keep))
-        self._mask_key = (self.scores._version, self.scores.data_ptr(), self.num_keep)
+        topk_mask(self.scores, self.num_keep, out=self.mask)
+        self._mask_key = self._current_mask_key()
 
     @torch.jit.unused
     def _learned_weight(self) -> torch.Tensor:
-        key = (self.scores._version, self.scores.data_ptr(), self.num_keep)
-        if key != self._mask_key:
+        if self._current_mask_key() != self._mask_key:
             self._refresh_mask()
         if torch.is_grad_enabled() and (self.scores.requires_grad or self.weight.requires_grad):
             return _StraightThroughMask.apply(self.weight, self.scores, self.mask)

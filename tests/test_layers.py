@@ -145,7 +145,7 @@ def test_fixed_mode_never_changes_the_mask():
 def test_learn_mode_reselects_only_when_scores_move(monkeypatch):
     calls = []
     real = layers_mod.topk_mask
-    monkeypatch.setattr(layers_mod, 'topk_mask', lambda s, n: calls.append(1) or real(s, n))
+    monkeypatch.setattr(layers_mod, 'topk_mask', lambda s, n, out=None: calls.append(1) or real(s, n, out))
     layer = PrunedLinear(10, 10)
     layer.set_mode('learn')
     layer.set_k(0.2)
@@ -162,6 +162,12 @@ def test_learn_mode_reselects_only_when_scores_move(monkeypatch):
     layer.set_k(0.5)
     layer(x)
     assert len(calls) == 3 and int(layer.mask.sum()) == 50 and not torch.equal(before, layer.mask)
+    layer.set_k(1.0)  # nothing pruned: the full mask is filled once, moving scores do not re-select it
+    layer(x)
+    layer(x).sum().backward()
+    opt.step()
+    layer(x)
+    assert len(calls) == 4 and bool(layer.mask.all())
 
 
 def test_set_pruning_freezes_the_right_tensors():

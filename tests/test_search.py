@@ -133,7 +133,7 @@ def test_smoothing_regularizer_is_off_by_default_and_changes_the_loss():
     batch = _batch(0)
     plain = Architect(model, torch.optim.Adam(model.arch_parameters()))
     assert plain.smoothing_beta == 0.0
-    torch.manual_seed(0)
+    torch.manual_seed(123)  # not 0: that noise would equal the batch itself, a scaling BN normalizes away
     smoothed = Architect(model, plain.optimizer, smoothing_beta=6.0, smoothing_sigma=0.25).loss(batch)
     assert smoothed.item() > plain.loss(batch).item()
 
