@@ -337,12 +337,13 @@ def _phase_runs(history: Sequence[Mapping]) -> List[Tuple[str, int, int]]:
     return runs
 
 
-def _name_phases(ax, runs: Sequence[Tuple[str, int, int]], T: int, panel_w: float, ytop: float) -> None:
+def _name_phases(ax, runs: Sequence[Tuple[str, int, int]], T: int, panel_w: float, ybottom: float,
+                 ytop: float) -> None:
     """Write each phase's name at the top of its band, where the band is wide enough for it."""
     for name, a, b in runs:
         width_in = (b - a + 1) / T * panel_w * 0.8
         if name and width_in >= len(name) * 6.5 * 0.6 / 72:
-            ax.text((a + b) / 2, ytop * 0.97, name, fontsize=6.5, ha='center', va='top', color='#444444',
+            ax.text((a + b) / 2, ytop - 0.03 * (ytop - ybottom), name, fontsize=6.5, ha='center', va='top', color='#444444',
                     zorder=3, bbox=dict(boxstyle='round,pad=0.1', fc='white', ec='none', alpha=0.6))
 
 
@@ -363,8 +364,11 @@ def plot_alpha_history(history: List[dict], path: PathLike, primitives: Sequence
     T = len(history)
     x = np.arange(T)
     marker = 'o' if T <= 30 else None
+    # the y range follows the data: early in a search all weights sit near 1 / len(primitives)
+    ymin = min(float(normal.min()), float(reduce.min()))
     ymax = max(float(normal.max()), float(reduce.max()))
-    ytop = min(1.0, ymax * 1.08 + 0.01)
+    pad = max(0.12 * (ymax - ymin), 0.002)
+    ybottom, ytop = max(0.0, ymin - pad), min(1.0, ymax + 2.5 * pad)
 
     cols = steps + 1  # node j has 2 + j inputs; the last node has steps + 1
     panel_w, panel_h = 1.9, 1.4
@@ -391,7 +395,7 @@ def plot_alpha_history(history: List[dict], path: PathLike, primitives: Sequence
                 src = _input_name(i) if i < 2 else f'node {i - 2}'
                 ax.set_title(f'node {j} $\\leftarrow$ {src}', fontsize=8.5, pad=3)
                 if j == 0:
-                    _name_phases(ax, runs, T, panel_w, ytop)
+                    _name_phases(ax, runs, T, panel_w, ybottom, ytop)
                 ax.tick_params(labelsize=7, length=2, pad=1.5)
                 ax.grid(True, axis='y', color='white', lw=0.6, zorder=1)
                 if i > 0:
@@ -409,7 +413,7 @@ def plot_alpha_history(history: List[dict], path: PathLike, primitives: Sequence
                  fontsize=12, fontweight='bold')
     first.set_xlim(-0.5, T - 0.5)
     first.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True, min_n_ticks=1))
-    first.set_ylim(0, ytop)
+    first.set_ylim(ybottom, ytop)
     handles = [Line2D([], [], color=colors[op], lw=2, ls=':' if op == 'none' else '-', label=op)
                for op in primitives]
     handles += [Patch(fc=phase_color[name], ec='#999999', lw=0.5, label=f'phase: {name}' if name else 'phase')
