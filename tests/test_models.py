@@ -104,6 +104,9 @@ def test_features_only_and_intermediates(name):
     for o, red in zip(outs, features.feature_info.reduction()):
         assert o.shape[-1] == x.shape[-1] // red
 
+    default = timm.create_model(name, features_only=True).eval()  # timm's default out_indices: all points
+    assert [o.shape[1] for o in default(x)] == [i['num_chs'] for i in info]
+
     kept = model.prune_intermediate_layers(indices=[0, 1])
     assert kept == [0, 1]
     assert len(model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)) == 2

@@ -330,9 +330,11 @@ def _raise_if_no_weights(variant: str, kwargs: Dict[str, Any]) -> None:
 def _create_prdarts(variant: str, pretrained: bool = False, **kwargs) -> PRDarts:
     if pretrained:
         _raise_if_no_weights(variant, kwargs)
+    # CIFAR networks have 4 feature points (stem + 3 resolutions), ImageNet ones 5
+    num_features = 5 if kwargs.get('stem_type') == 'imagenet' else 4
     return build_model_with_cfg(
         PRDarts, variant, pretrained,
-        feature_cfg=dict(feature_cls='hook', no_rewrite=True),
+        feature_cfg=dict(feature_cls='hook', no_rewrite=True, out_indices=tuple(range(num_features))),
         **kwargs,
     )
 
