@@ -1,6 +1,7 @@
 """Recipe configs: a dataclass of known keys, filled from a YAML file, then from command-line overrides."""
 import argparse
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Dict, Optional, Type, TypeVar
 
@@ -45,10 +46,49 @@ def load_config(cls: Type[T], path: Optional[str], args: Optional[argparse.Names
             value = getattr(args, f'cfg_{name}', None)
             if value is not None:
                 data[name] = value
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        try:
+            data[name] = _coerce(value, hints[name])
+        except (TypeError, ValueError):
+            raise ConfigError(f'config key {name!r} must be {_type_name(hints[name])}, got {value!r}') from None
     try:
         return cls(**data)
     except (TypeError, ValueError) as e:
         raise ConfigError(f'invalid config ({path or "defaults"}): {e}') from None
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (YAML reads ``3e-4`` as a string: it becomes a float here)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)))
+    if origin in (list, typing.List):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(value)
+        return [_coerce(v, args[0]) for v in value] if args else list(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError(value)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or int(value) != float(value):
+            raise TypeError(value)
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(value)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(value)
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, '__name__', None) or str(hint).replace('typing.', '')
 
 
 def config_to_yaml(config: Any) -> str:

@@ -127,6 +127,10 @@ class PrunedLayer(nn.Module):
                 self.mask.fill_(1.0)
         elif mode == 'fixed':
             self._refresh_mask()
+        self._set_mode_flags(mode)
+
+    def _set_mode_flags(self, mode: str) -> None:
+        """Mode and requires_grad, the mask left as it is."""
         self._mask_key = None
         self.mode = mode
         self.weight.requires_grad_(mode != 'learn')
@@ -174,9 +178,19 @@ class PrunedLayer(nn.Module):
         return self.weight * self.mask
 
     # ----- checkpoints -----
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.mode == 'learn' and self._current_mask_key() != self._mask_key:
+            self._refresh_mask()  # the scores moved since the last forward: save the mask they select
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        """Accept baked state dicts (no scores / mask): the mask is restored from the zeros of the weight."""
+        """Accept baked state dicts (no scores / mask): the mask is restored from the zeros of the weight.
+
+        A layer whose weight has zeros is loaded in 'fixed' mode (the zeros stay zeros when it is trained),
+        one without zeros in 'dense' mode. A state dict with a mask that prunes switches a dense layer to
+        'fixed', so a sparse checkpoint stays sparse.
+        """
         w_key, s_key, m_key = prefix + 'weight', prefix + 'scores', prefix + 'mask'
         baked = w_key in state_dict and s_key not in state_dict and m_key not in state_dict
         if baked and self.scores is not None:
@@ -186,18 +200,14 @@ class PrunedLayer(nn.Module):
             state_dict[s_key] = weight.to(self.scores.dtype)  # scores ~ |W|: top-k(|S|) = the nonzeros
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-        if baked and self.scores is not None and w_key in state_dict:
-            kept = int(state_dict[m_key].sum().item())
-            self.mode = 'dense' if kept == self.weight.numel() else 'fixed'
-            self.num_keep = kept
-            self.scores.requires_grad_(False)
-            self._mask_key = None
-        elif m_key in state_dict and self.scores is not None:
-            self.num_keep = int(self.mask.sum().item())
-            self._mask_key = None
-            if self.mode == 'dense' and self.num_keep < self.weight.numel():
-                self.mode = 'fixed'  # a sparse checkpoint stays sparse
-                self.scores.requires_grad_(False)
+        if self.scores is None or m_key not in state_dict or tuple(state_dict[m_key].shape) != self.mask.shape:
+            return
+        self.num_keep = int(self.mask.sum().item())
+        self._mask_key = None
+        if baked:
+            self._set_mode_flags('dense' if self.num_keep == self.weight.numel() else 'fixed')
+        elif self.mode == 'dense' and self.num_keep < self.weight.numel():
+            self._set_mode_flags('fixed')
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, mode={self.mode}, k={self.k:.4g}'

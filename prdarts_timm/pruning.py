@@ -15,6 +15,9 @@ def _layers(model: nn.Module):
     layers = [layer for _, layer in pruned_layers(model)]
     if not layers:
         raise ValueError(f'{type(model).__name__} has no pruned layers; call convert_to_pruned(model) first.')
+    if any(layer.scores is None for layer in layers):
+        raise ValueError(f'{type(model).__name__} was baked (scores dropped): build a fresh model and load the '
+                         'baked state dict into it to prune or train it again.')
     return layers
 
 

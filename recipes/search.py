@@ -51,8 +51,8 @@ class SeededTransform(Dataset):
 
     def __getitem__(self, index: int):
         image, target = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: transforms draw from it
+            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index) % 2**63)
             return self.transform(image), target
 
 
@@ -64,6 +64,7 @@ class SearchState:
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.schedulers: Dict[str, CosineLRScheduler] = {}
         self.phase_index = self.epoch = self.step = self.global_step = 0
+        self.num_processes = 1
         self.history: List[Dict] = []
         self.pending: Optional[Dict] = None  # loaded optimizer / scheduler states, applied once they exist
 
@@ -73,9 +74,13 @@ class SearchState:
             optimizers={k: o.state_dict() for k, o in self.optimizers.items()},
             schedulers={k: s.state_dict() for k, s in self.schedulers.items()},
             phase_index=self.phase_index, epoch=self.epoch, step=self.step, global_step=self.global_step,
-            history=self.history)
+            num_processes=self.num_processes, history=self.history)
 
     def load_state_dict(self, state: Dict) -> None:
+        if state['num_processes'] != self.num_processes:
+            raise ConfigError(f'this checkpoint was written by {state["num_processes"]} process(es) and is resumed '
+                              f'with {self.num_processes}: the data order and batch size per step would change. '
+                              'Resume with the same number of processes.')
         self.model.load_state_dict(state['model'])
         self.arch_optimizer.load_state_dict(state['arch_optimizer'])
         for key in ('phase_index', 'epoch', 'step', 'global_step', 'history'):
@@ -98,7 +103,7 @@ def check_run_folder(config: SearchConfig, resume: bool) -> Optional[Path]:
     out = Path(config.output)
     checkpoints = sorted((out / 'checkpoints').glob('step_*'))
     if not resume:
-        if (out / 'config.yaml').exists() or checkpoints:
+        if (out / 'genotype.json').exists() or checkpoints:
             raise ConfigError(f'{out} already holds a search run; pass --resume to continue it, or choose '
                               'another --output')
         return None
@@ -115,7 +120,7 @@ def check_run_folder(config: SearchConfig, resume: bool) -> Optional[Path]:
 def epoch_batches(dataset: SeededTransform, alpha_dataset: SeededTransform, config: SearchConfig, epoch_seed: int,
                   skip: int, accelerator: Accelerator) -> Iterator[Tuple[Tuple, Tuple]]:
     """This process's (weight batch, alpha batch) pairs of one epoch, from a seeded permutation, minus the
-    first ``skip`` steps (resume). Each step's global batch is split evenly across processes."""
+    first ``skip`` steps (resume). Each step takes ``batch_size`` samples per process from the permutation."""
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
     g = torch.Generator().manual_seed(epoch_seed)
     perms = [torch.randperm(len(dataset), generator=g), torch.randperm(len(alpha_dataset), generator=g)]
@@ -127,7 +132,7 @@ def epoch_batches(dataset: SeededTransform, alpha_dataset: SeededTransform, conf
         mine = torch.cat([perm[(s * world + rank) * bs:(s * world + rank + 1) * bs] for s in range(skip, steps)]) \
             if steps > skip else torch.empty(0, dtype=torch.long)
         loaders.append(DataLoader(Subset(ds, mine.tolist()), batch_size=bs, shuffle=False,
-                                  num_workers=config.num_workers))
+                                  num_workers=config.num_workers, generator=torch.Generator()))
     device = accelerator.device
     for (xw, yw), (xa, ya) in zip(*loaders):
         yield (xw.to(device), yw.to(device)), (xa.to(device), ya.to(device))
@@ -210,6 +215,11 @@ def main() -> None:
     transform = cifar_transforms(train=True)
     weight_data = SeededTransform(Subset(train_set, weight_idx), transform, config.seed)
     alpha_data = SeededTransform(Subset(train_set, alpha_idx), transform, config.seed + 1)
+    n_steps = steps_per_epoch(len(weight_data), len(alpha_data), config, accelerator.num_processes)
+    if n_steps == 0:
+        raise ConfigError(f'no search step fits an epoch: {len(weight_data)} weight / {len(alpha_data)} alpha '
+                          f'samples, batch_size {config.batch_size} x {accelerator.num_processes} process(es). '
+                          'Lower batch_size or use more data.')
 
     model = Supernet(C=config.init_channels, layers=config.layers, num_classes=len(train_set.classes))
     model.to(accelerator.device)
@@ -221,6 +231,7 @@ def main() -> None:
     architect = Architect(model, arch_optimizer, second_order=config.second_order,
                           smoothing_beta=config.smoothing_beta, smoothing_sigma=config.smoothing_sigma)
     state = SearchState(model, arch_optimizer)
+    state.num_processes = accelerator.num_processes
     accelerator.register_for_checkpointing(state)
 
     if resume_from is not None:
@@ -231,7 +242,6 @@ def main() -> None:
         atomic_write_text(out / 'config.yaml', config_to_yaml(config))
     accelerator.init_trackers('search', config={k: str(v) for k, v in dataclasses.asdict(config).items()})
 
-    n_steps = steps_per_epoch(len(weight_data), len(alpha_data), config, accelerator.num_processes)
     phases = config.phases()
     for phase_index in range(state.phase_index, len(phases)):
         phase = phases[phase_index]

@@ -265,3 +265,30 @@ def test_sparsity_report_counts_used_weights():
     assert report.layers[1].nonzero == 64
     assert report.total == 4 * 8 * 9 + 64 + 16
     assert 'total' in str(report) and report.to_dict()['nonzero'] == report.nonzero
+
+
+def test_learn_mode_checkpoint_holds_the_current_mask():
+    torch.manual_seed(0)
+    layer = PrunedLinear(20, 20)
+    layer.set_mode('learn')
+    layer.set_k(0.1)
+    x = torch.randn(4, 20)
+    opt = torch.optim.SGD([layer.scores], lr=10.0)
+    layer(x).pow(2).sum().backward()
+    opt.step()  # the scores moved; no forward since
+    fresh = PrunedLinear(20, 20)
+    fresh.load_state_dict(layer.state_dict())
+    assert torch.equal(fresh(x), layer(x))
+    assert torch.equal(fresh.mask, topk_mask(layer.scores, layer.num_keep))
+
+
+def test_loading_baked_weights_sets_trainable_tensors():
+    src = nn.Sequential(PrunedLinear(10, 10))
+    set_pruning(src, 'fixed', k=0.3)
+    bake(src)
+    dst = nn.Sequential(PrunedLinear(10, 10))
+    set_pruning(dst, 'learn', k=0.5)
+    dst.load_state_dict(src.state_dict())
+    assert dst[0].mode == 'fixed' and dst[0].weight.requires_grad and not dst[0].scores.requires_grad
+    with pytest.raises(ValueError, match='baked'):
+        init_scores_scaled(src)

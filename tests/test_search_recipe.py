@@ -80,7 +80,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
-    while not (killed / 'checkpoints' / 'step_00000004').exists():  # mid pretrain epoch 2
+    while not (killed / 'checkpoints' / 'step_00000004').exists():  # kill once a mid-run checkpoint exists
         assert proc.poll() is None and time.time() < deadline, 'search ended before it could be killed'
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)

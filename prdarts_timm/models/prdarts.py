@@ -88,7 +88,7 @@ class AuxiliaryHead(nn.Sequential):
 
     def __init__(self, C: int, num_classes: int, imagenet: bool = False):
         super().__init__(
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),  # its input is also the next cell's input
             nn.AvgPool2d(5, stride=2 if imagenet else 3, padding=0, count_include_pad=False),
             PrunedConv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
@@ -144,7 +144,7 @@ class PRDarts(nn.Module):
                 nn.BatchNorm2d(C),
             )
             self.stem1 = nn.Sequential(
-                nn.ReLU(inplace=True),
+                nn.ReLU(inplace=False),  # stem0's output is a feature point: keep it intact
                 PrunedConv2d(C, C, 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(C),
             )
@@ -224,6 +224,8 @@ class PRDarts(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool == '' and num_classes > 0:
+            raise ValueError("global_pool='' leaves a feature map; it needs num_classes=0 (no classifier)")
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))

@@ -46,23 +46,26 @@ class Architect:
         second_order: unrolled DARTS step instead of the first-order approximation.
         smoothing_beta, smoothing_sigma: optional extra regularizer on the (pruned) objective,
             ``CE + beta * KL(f(x) || f(x + noise))``; off when beta is 0 (the default, as in the authors' code).
+        hessian_epsilon: the finite-difference step is ``hessian_epsilon / ||v||`` (DARTS: 0.01).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, second_order: bool = False,
-                 smoothing_beta: float = 0.0, smoothing_sigma: float = 0.25,
+                 smoothing_beta: float = 0.0, smoothing_sigma: float = 0.25, hessian_epsilon: float = 1e-2,
                  grad_sync: Callable[[Sequence[torch.Tensor]], List[torch.Tensor]] = average_across_processes):
         self.model = model
         self.optimizer = optimizer
         self.second_order = second_order
         self.smoothing_beta = smoothing_beta
         self.smoothing_sigma = smoothing_sigma
+        self.hessian_epsilon = hessian_epsilon
         self.grad_sync = grad_sync
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def loss(self, batch: Batch, regularized: bool = True) -> torch.Tensor:
+        """Cross-entropy, plus the smoothing term when it is on and ``regularized`` (the validation side)."""
         x, y = batch
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
-        if self.smoothing_beta > 0:
+        if regularized and self.smoothing_beta > 0:
             loss = loss + self.smoothing_beta * smoothing_kl(self.model, x, logits, self.smoothing_sigma)
         return loss
 
@@ -71,7 +74,12 @@ class Architect:
         """(validation loss, d L_val / d alpha) on this process, before averaging across processes.
 
         ``inner_params`` are what the current phase trains (weights, or scores in the prune phase); the
-        second-order step unrolls one SGD step of them with learning rate ``xi``.
+        second-order step unrolls one plain SGD step of them (learning rate ``xi``, no momentum, as the
+        paper's search optimizer has none) on the training loss, which, like the real weight step, is plain
+        cross-entropy: the smoothing term only enters the validation loss, so the finite-difference
+        Hessian-vector product compares two noise-free gradients. In the prune phase the unrolled
+        parameters are the scores, which the loss sees only through the piecewise-constant top-k mask: the
+        finite difference there is near zero unless a perturbation flips the mask (as in the authors' code).
         """
         alphas = list(self.model.arch_parameters())
         if not self.second_order:
@@ -80,7 +88,7 @@ class Architect:
         params = [p for p in inner_params if p.requires_grad]
         backup = [p.detach().clone() for p in params]
         # theta' = theta - xi * (dL_train/dtheta + wd * theta)
-        g_train = torch.autograd.grad(self.loss(train_batch), params, allow_unused=True)
+        g_train = torch.autograd.grad(self.loss(train_batch, regularized=False), params, allow_unused=True)
         with torch.no_grad():
             for p, g in zip(params, g_train):
                 p.sub_(xi * ((g if g is not None else 0.0) + weight_decay * p))
@@ -93,7 +101,7 @@ class Architect:
                 p.copy_(b)
         norm = torch.cat([d.reshape(-1) for d in d_theta]).norm() if d_theta else torch.tensor(0.)
         if xi > 0 and norm > 0:
-            r = 1e-2 / norm
+            r = self.hessian_epsilon / norm
             hvp = self._hessian_vector_product(train_batch, alphas, params, backup, d_theta, r)
             d_alpha = [da - xi * h for da, h in zip(d_alpha, hvp)]
         return loss.detach(), d_alpha
@@ -104,7 +112,7 @@ class Architect:
             with torch.no_grad():
                 for p, b, v in zip(params, backup, vector):
                     p.copy_(b + sign * r * v)
-            grads.append(torch.autograd.grad(self.loss(train_batch), alphas))
+            grads.append(torch.autograd.grad(self.loss(train_batch, regularized=False), alphas))
         with torch.no_grad():
             for p, b in zip(params, backup):
                 p.copy_(b)

@@ -19,7 +19,7 @@ class SearchConfig:
     data_root: Optional[str] = None
     download: bool = False
     train_portion: float = 0.5
-    batch_size: int = 32
+    batch_size: int = 32  # per process
     num_workers: int = 0
     # supernet
     init_channels: int = 16
@@ -44,7 +44,7 @@ class SearchConfig:
     second_order: bool = True
     prune_arch_step: bool = False
     arch_lr: float = 3e-4
-    arch_betas: List[float] = (0.5, 0.999)
+    arch_betas: List[float] = (0.5, 0.999)  # type: ignore[assignment]
     arch_weight_decay: float = 1e-3
     smoothing_beta: float = 0.0
     smoothing_sigma: float = 0.25
@@ -58,6 +58,9 @@ class SearchConfig:
             raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
         if not 0 < self.train_portion < 1:
             raise ValueError(f'train_portion must be in (0, 1), got {self.train_portion}')
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f'max_steps_per_epoch must be >= 1 (or null for whole epochs), got '
+                             f'{self.max_steps_per_epoch}')
         for name in ('batch_size', 'init_channels', 'checkpoint_every', 'log_every'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
