@@ -1,0 +1,152 @@
+"""Compute and speed of a (pruned) network: MACs counted from one forward, CPU latency.
+
+MACs are counted for ``nn.Conv2d`` and ``nn.Linear`` layers only (pruned layers subclass them); norms,
+activations, pooling and additions are not counted. *Dense* MACs are what the layer's shape costs;
+*effective* MACs count only the weights the forward actually uses (``W * m``): the work a sparse kernel
+would do. Both are per image.
+"""
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .layers import PrunedLayer, topk_mask
+
+__all__ = ['LayerMacs', 'MacReport', 'count_macs', 'measure_latency', 'forward_weight']
+
+
+@dataclass
+class LayerMacs:
+    name: str
+    kind: str  # 'conv' or 'linear'
+    dense: int
+    effective: int
+
+
+@dataclass
+class MacReport:
+    """Per-layer and total multiply-accumulates of one image, dense and counting kept weights only."""
+    input_size: Tuple[int, ...]
+    layers: List[LayerMacs] = field(default_factory=list)
+
+    @property
+    def dense(self) -> int:
+        return sum(layer.dense for layer in self.layers)
+
+    @property
+    def effective(self) -> int:
+        return sum(layer.effective for layer in self.layers)
+
+    def to_dict(self) -> Dict:
+        return dict(input_size=list(self.input_size), dense=self.dense, effective=self.effective,
+                    layers=[dict(name=m.name, kind=m.kind, dense=m.dense, effective=m.effective)
+                            for m in self.layers])
+
+
+@torch.no_grad()
+def forward_weight(module: nn.Module) -> torch.Tensor:
+    """The weight of a conv / linear as its forward uses it (``W * m`` for a pruned layer), without
+    changing the layer's state (in 'learn' mode the top-k mask is computed afresh, not cached)."""
+    if isinstance(module, PrunedLayer):
+        if module.mode == 'learn':
+            return module.weight * topk_mask(module.scores, module.num_keep)
+        return module.pruned_weight()
+    return module.weight
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` inside, every module's own train / eval flag restored afterwards."""
+    training = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in training.items():
+            module.training = flag
+
+
+def _example_input(model: nn.Module, batch_size: int, input_size: Sequence[int], random: bool) -> torch.Tensor:
+    ref = next(iter(model.parameters()), None)
+    kwargs = dict(device=ref.device, dtype=ref.dtype) if ref is not None else {}
+    make = torch.randn if random else torch.zeros
+    return make(batch_size, *input_size, **kwargs)
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> MacReport:
+    """MACs of one image of ``input_size`` (C, H, W), from a forward in eval mode with hooks on every
+    ``nn.Conv2d`` / ``nn.Linear``. A layer called several times counts each call.
+
+    Conv: dense ``out_h * out_w * out_channels * in_channels / groups * kh * kw``, effective
+    ``out_h * out_w * nonzero(W * m)``. Linear: dense ``in * out`` per output row, effective ``nonzero(W * m)``
+    per output row. The model's train / eval mode is left as it was.
+    """
+    report = MacReport(tuple(int(s) for s in input_size))
+    nonzero: Dict[nn.Module, int] = {}
+
+    def hook(name: str):
+        def count(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            if module not in nonzero:
+                nonzero[module] = int(torch.count_nonzero(forward_weight(module)).item())
+            if isinstance(module, nn.Conv2d):
+                positions = output.shape[-2] * output.shape[-1]
+                in_per_group = module.in_channels // module.groups
+                dense = positions * module.out_channels * in_per_group * module.kernel_size[0] * module.kernel_size[1]
+                report.layers.append(LayerMacs(name, 'conv', dense, positions * nonzero[module]))
+            else:
+                rows = output.numel() // max(module.out_features, 1)  # batch of 1: output rows of one image
+                dense = rows * module.in_features * module.out_features
+                report.layers.append(LayerMacs(name, 'linear', dense, rows * nonzero[module]))
+        return count
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
+               if isinstance(module, (nn.Conv2d, nn.Linear))]
+    try:
+        with _eval_mode(model), torch.no_grad():
+            model(_example_input(model, 1, input_size, random=False))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return report
+
+
+def measure_latency(
+        model: nn.Module,
+        batch_size: int,
+        input_size: Sequence[int],
+        threads: int,
+        warmup: int = 10,
+        repeats: int = 50,
+) -> Dict:
+    """Forward time of one random batch (eval mode, ``torch.inference_mode``), ``repeats`` timed runs after
+    ``warmup`` untimed ones, on ``threads`` intra-op threads (restored afterwards).
+
+    Returns ``dict(median_ms, p90_ms, threads, batch_size, repeats)``.
+    """
+    if threads < 1 or batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f'need threads, batch_size, repeats >= 1 and warmup >= 0, got threads={threads}, '
+                         f'batch_size={batch_size}, repeats={repeats}, warmup={warmup}')
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = _example_input(model, batch_size, input_size, random=True)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+        times: List[float] = []
+        with _eval_mode(model), torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            sync()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                sync()
+                times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(previous)
+    p90 = statistics.quantiles(times, n=10, method='inclusive')[-1] if len(times) > 1 else times[0]
+    return dict(median_ms=statistics.median(times), p90_ms=p90, threads=threads, batch_size=batch_size,
+                repeats=repeats)
