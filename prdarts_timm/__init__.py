@@ -10,6 +10,7 @@ from .layers import (
     pruned_layers, sparsity_report, topk_mask,
 )
 from .models import PRDarts, PretrainedWeightsError
+from .profile import count_macs, measure_latency
 from .pruning import count_params, init_scores_scaled, set_global_k, set_pruning
 
 # fx traces treat the pruned layers as leaves, like torch.nn's own layers
