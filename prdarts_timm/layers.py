@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 __all__ = [
     'PrunedConv2d', 'PrunedLinear', 'PrunedLayer', 'MODES', 'kept_count', 'check_k', 'topk_mask',
-    'convert_to_pruned', 'bake', 'pruned_layers', 'sparsity_report', 'SparsityReport', 'LayerSparsity',
+    'convert_to_pruned', 'bake', 'pruned_layers', 'forward_weight', 'sparsity_report', 'SparsityReport',
+    'LayerSparsity',
 ]
 
 MODES = ('dense', 'learn', 'fixed')
@@ -372,18 +373,24 @@ class SparsityReport:
         return '\n'.join(lines)
 
 
+def forward_weight(module: nn.Module) -> torch.Tensor:
+    """The weight of a conv / linear as its forward uses it (``W * m`` for a pruned layer), without
+    changing the layer's state (in 'learn' mode the top-k mask is computed afresh, not cached)."""
+    if isinstance(module, PrunedLayer):
+        if module.mode == 'learn':
+            return module.weight * topk_mask(module.scores, module.num_keep)
+        return module.pruned_weight()
+    return module.weight
+
+
 @torch.no_grad()
 def sparsity_report(model: nn.Module) -> SparsityReport:
     """Nonzeros of every conv / linear weight in ``model`` as the forward uses it (pruned or not)."""
     report = SparsityReport()
     for name, module in model.named_modules():
-        if isinstance(module, PrunedLayer):
-            weight = module.pruned_weight() if module.mode != 'learn' else module.weight * topk_mask(
-                module.scores, module.num_keep)
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            weight = module.weight
-        else:
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
             continue
+        weight = forward_weight(module)
         kind = 'linear' if isinstance(module, nn.Linear) else 'conv'
         report.layers.append(LayerSparsity(
             name, kind, tuple(weight.shape), weight.numel(), int(torch.count_nonzero(weight).item())))

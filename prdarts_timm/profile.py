@@ -14,9 +14,9 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .layers import PrunedLayer, topk_mask
+from .layers import forward_weight
 
-__all__ = ['LayerMacs', 'MacReport', 'count_macs', 'measure_latency', 'forward_weight']
+__all__ = ['LayerMacs', 'MacReport', 'count_macs', 'measure_latency']
 
 
 @dataclass
@@ -48,16 +48,6 @@ class MacReport:
 
 
 @torch.no_grad()
-def forward_weight(module: nn.Module) -> torch.Tensor:
-    """The weight of a conv / linear as its forward uses it (``W * m`` for a pruned layer), without
-    changing the layer's state (in 'learn' mode the top-k mask is computed afresh, not cached)."""
-    if isinstance(module, PrunedLayer):
-        if module.mode == 'learn':
-            return module.weight * topk_mask(module.scores, module.num_keep)
-        return module.pruned_weight()
-    return module.weight
-
-
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """``model.eval()`` inside, every module's own train / eval flag restored afterwards."""
