@@ -127,3 +127,20 @@ def test_bad_input_is_a_clear_error_and_leaves_outputs_intact(demo_run, tmp_path
     _fails(search(demo_run, '--k', '0.05', '--resume'), "another config (keys that differ: ['k'])")
     _fails(search(demo_run), 'already holds a search run')
     assert {p: p.read_bytes() for p in demo_run.rglob('*') if p.is_file()} == before
+
+
+def test_resume_refuses_another_process_count():
+    import importlib.util
+
+    from prdarts_timm.config import ConfigError
+    from prdarts_timm.search import Supernet
+
+    spec = importlib.util.spec_from_file_location('search_recipe', ROOT / 'recipes' / 'search.py')
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    model = Supernet(C=2, layers=3)
+    state = recipe.SearchState(model, torch.optim.Adam(model.arch_parameters()))
+    saved = state.state_dict()
+    saved['num_processes'] = 2
+    with pytest.raises(ConfigError, match=r'written by 2 process\(es\) and is resumed with 1'):
+        state.load_state_dict(saved)
