@@ -118,15 +118,12 @@ def check_run_folder(config: SearchConfig, resume: bool) -> Optional[Path]:
 
 
 def epoch_batches(dataset: SeededTransform, alpha_dataset: SeededTransform, config: SearchConfig, epoch_seed: int,
-                  skip: int, accelerator: Accelerator) -> Iterator[Tuple[Tuple, Tuple]]:
-    """This process's (weight batch, alpha batch) pairs of one epoch, from a seeded permutation, minus the
-    first ``skip`` steps (resume). Each step takes ``batch_size`` samples per process from the permutation."""
+                  steps: int, skip: int, accelerator: Accelerator) -> Iterator[Tuple[Tuple, Tuple]]:
+    """This process's (weight batch, alpha batch) pairs of one epoch of ``steps`` steps, from a seeded
+    permutation, minus the first ``skip`` steps (resume). Each step takes ``batch_size`` samples per process."""
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
     g = torch.Generator().manual_seed(epoch_seed)
     perms = [torch.randperm(len(dataset), generator=g), torch.randperm(len(alpha_dataset), generator=g)]
-    steps = min(len(dataset), len(alpha_dataset)) // (bs * world)
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
     loaders = []
     for ds, perm in zip((dataset, alpha_dataset), perms):
         mine = torch.cat([perm[(s * world + rank) * bs:(s * world + rank + 1) * bs] for s in range(skip, steps)]) \
@@ -255,8 +252,8 @@ def main() -> None:
             weight_data.epoch = alpha_data.epoch = epoch_seed
             bar = tqdm(total=n_steps, initial=state.step, desc=f'{phase.name} {state.epoch + 1}/{phase.epochs}',
                        disable=not accelerator.is_local_main_process)
-            for train_batch, val_batch in epoch_batches(weight_data, alpha_data, config, epoch_seed, state.step,
-                                                        accelerator):
+            for train_batch, val_batch in epoch_batches(weight_data, alpha_data, config, epoch_seed, n_steps,
+                                                        state.step, accelerator):
                 stats = search_step(model, phase, architect, state.optimizers, train_batch, val_batch, config.k,
                                     grad_clip=config.grad_clip, weight_decay=config.weight_decay)
                 state.step += 1
@@ -274,7 +271,6 @@ def main() -> None:
             record_epoch(state, phase, out, accelerator)
             state.epoch += 1
             state.step = 0
-        state.pending = None
 
     state.phase_index = len(phases)
     save_checkpoint(accelerator, out, state.global_step)
