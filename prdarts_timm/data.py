@@ -8,7 +8,9 @@ Three sources, one call (:func:`build_dataset`):
 * ``'torchvision'``: the original CIFAR-10 release through ``torchvision.datasets.CIFAR10``.
 
 Figures measured on ``'mini'`` or on the JPEG copy must be labelled "CIFAR-10 (JPEG copy)".
-DataLoaders and samplers are left to the recipes.
+For exact resume and any process count the recipes do not shuffle with a sampler: each epoch takes a seeded
+permutation, :func:`shard_indices` gives a process its slice of every step, and :class:`SeededTransform`
+seeds the augmentation of each (epoch, sample).
 """
 
 import io
@@ -26,7 +28,8 @@ from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = [
     'CIFAR10_MEAN', 'CIFAR10_STD', 'MINI_CIFAR10_PATH', 'SOURCES', 'DatasetError', 'DatasetNotFoundError',
-    'Cutout', 'MiniCIFAR10', 'cifar_transforms', 'build_dataset', 'split_train',
+    'Cutout', 'MiniCIFAR10', 'SeededTransform', 'cifar_transforms', 'build_dataset', 'split_train',
+    'shard_indices',
 ]
 
 MINI_CIFAR10_PATH = Path(__file__).resolve().parent / 'data_files' / 'cifar10_mini.tar'
@@ -215,6 +218,38 @@ def build_dataset(
     if source == 'imagefolder':
         return _image_folder(root, split, transform)
     return _torchvision_cifar10(root, split, transform, download)
+
+
+class SeededTransform(Dataset):
+    """Applies ``transform`` with an RNG seeded by (seed, epoch, index): augmentation is the same for a given
+    sample and epoch whatever the process count, worker count, or a resume in the middle of an epoch.
+    Set ``epoch`` before each epoch."""
+
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: transforms draw from it
+            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index) % 2**63)
+            return self.transform(image), target
+
+
+def shard_indices(perm: torch.Tensor, steps: int, batch_size: int, world: int, rank: int,
+                  skip: int = 0) -> List[int]:
+    """Process ``rank``'s samples for steps ``skip .. steps - 1`` of an epoch ordered by ``perm``.
+
+    Step ``s`` takes ``perm[s * batch_size * world : (s + 1) * batch_size * world]``, and each process its own
+    ``batch_size`` slice of it, so the global batch of a step is the same for 1 or N processes (at the same
+    global batch size) and a resume at step ``skip`` sees exactly the batches it missed.
+    """
+    if steps * batch_size * world > len(perm):
+        raise ValueError(f'{steps} steps of {batch_size} x {world} samples do not fit in {len(perm)} samples')
+    return torch.cat([perm[(s * world + rank) * batch_size:(s * world + rank + 1) * batch_size]
+                      for s in range(skip, steps)] or [perm[:0]]).tolist()
 
 
 def split_train(dataset_len: int, portion: float = 0.5, seed: int = 0) -> Tuple[List[int], List[int]]:

@@ -23,7 +23,6 @@ markdown table row; ``--output`` writes everything as JSON.
 """
 import argparse
 import copy
-import difflib
 import platform
 import shlex
 import sys
@@ -38,7 +37,9 @@ from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Subset
 
 import prdarts_timm
-from prdarts_timm import GenotypeError, bake, convert_to_pruned, count_params, pruned_layers, sparsity_report
+from prdarts_timm import GenotypeError, bake, count_params, sparsity_report
+from prdarts_timm.builder import ModelError, create_model
+from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from prdarts_timm.data import DatasetError, build_dataset, cifar_transforms
 from prdarts_timm.io import atomic_write_json
 from prdarts_timm.profile import count_macs, measure_latency
@@ -57,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--checkpoint', default=None,
                         help='state dict file (.safetensors or torch.save); without it the weights are random')
     parser.add_argument('--num_classes', type=int, default=None, help="classes of the model (default: the model's)")
+    parser.add_argument('--cifar_stem', action='store_true',
+                        help='give a timm ResNet / MobileNet the 32x32 stem it was trained with (train.py cifar_stem)')
     parser.add_argument('--genotype', default=None, help='genotype= of a PR-DARTS model: a shipped name or a JSON file')
     parser.add_argument('--model_kwargs', nargs='*', default=[], metavar='KEY=VALUE',
                         help='more timm.create_model kwargs, values read as YAML (e.g. C=16 layers=8)')
@@ -93,99 +96,10 @@ def model_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     return kwargs
 
 
-def create_model(name: str, kwargs: Dict[str, Any]) -> nn.Module:
-    """``timm.create_model(name, **kwargs)`` with clear errors for an unknown name or argument."""
-    try:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    except RuntimeError as e:
-        if not str(e).startswith('Unknown model'):
-            raise
-        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f' Did you mean {", ".join(close)}?' if close else ''
-        raise EvaluateError(
-            f"timm does not know a model named {name!r}.{hint} List the PR-DARTS models with "
-            "python -c \"import timm, prdarts_timm; print(timm.list_models('prdarts*'))\" "
-            "(timm.list_models(module='prdarts') includes the DARTS baselines).") from None
-    except TypeError as e:
-        if 'unexpected keyword argument' not in str(e):
-            raise
-        raise EvaluateError(f'{name} does not take one of the arguments {sorted(kwargs)} ({e}); --genotype and '
-                            'PR-DARTS kwargs such as C / layers apply to the PR-DARTS models only') from None
-
-
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The state dict in ``path`` (.safetensors, or torch.save, optionally under 'model' / 'state_dict')."""
-    file = Path(path)
-    if file.is_dir():
-        inside = [p.name for p in file.iterdir() if p.suffix in ('.safetensors', '.bin', '.pth', '.pt')]
-        raise EvaluateError(f'checkpoint {path!r} is a folder; pass the state dict file inside it'
-                            + (f' (it holds {", ".join(sorted(inside))})' if inside else ''))
-    if not file.is_file():
-        raise EvaluateError(f'checkpoint file {path!r} does not exist; pass the path of a .safetensors or '
-                            'torch.save state dict file to --checkpoint')
-    try:
-        if file.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            state = load_file(file)
-        else:
-            state = torch.load(file, map_location='cpu', weights_only=True)
-    except Exception as e:  # any reader failure: corrupt, truncated, not a checkpoint, pickled objects
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EvaluateError(
-            f'cannot read checkpoint {path!r}: {reason[:300]}. The file is corrupt, truncated or not a state '
-            'dict: --checkpoint takes a .safetensors file or a torch.save state dict that '
-            'torch.load(weights_only=True) reads (re-export it, e.g. with safetensors.torch.save_file)') from None
-    if isinstance(state, dict):
-        for key in ('model', 'state_dict'):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise EvaluateError(f'checkpoint {path!r} does not hold a state dict (a mapping of names to tensors, '
-                            "possibly under a 'model' or 'state_dict' key)")
-    return timm.models.clean_state_dict(state)
-
-
-def load_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor], args: argparse.Namespace) -> nn.Module:
-    """Load ``state`` strictly; a mismatch raises an :class:`EvaluateError` listing a few keys and the fix."""
-    pruning_keys = any(k.endswith(('.scores', '.mask')) for k in state)
-    if pruning_keys and not any(True for _ in pruned_layers(model)):
-        convert_to_pruned(model)  # a checkpoint of a converted timm model: give it the pruned layers back
-    try:
-        model.load_state_dict(state, strict=True)
-        return model
-    except RuntimeError as e:
-        error = e
-    own = model.state_dict()
-    baked = {name + suffix for name, layer in pruned_layers(model) for suffix in ('.scores', '.mask')
-             if f'{name}.weight' in state and f'{name}.scores' not in state and f'{name}.mask' not in state}
-    # ^ a baked layer (weight only): its scores and mask come from the weight's zeros
-    implied = {name + suffix for name, layer in pruned_layers(model) for suffix in ('.scores', '.mask')
-               if f'{name}.weight' not in state}  # reported through the missing weight
-    missing = [k for k in own if k not in state and k not in baked and k not in implied]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-                  if k in state and state[k].shape != own[k].shape]
-    parts = []
-    if missing:
-        parts.append(f'{len(missing)} missing key(s), e.g. {missing[:3]}')
-    if unexpected:
-        parts.append(f'{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}')
-    if mismatched:
-        shown = '; '.join(f'{k}: checkpoint {list(a)} vs model {list(b)}' for k, a, b in mismatched[:3])
-        parts.append(f'{len(mismatched)} shape mismatch(es), e.g. {shown}')
-    if not parts:
-        parts.append(' '.join(str(error).split())[:500])
-    hints = []
-    classifier = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier')
-    head = state.get(f'{classifier}.weight') if isinstance(classifier, str) else None
-    if head is not None and head.dim() >= 1 and head.shape[0] != getattr(model, 'num_classes', head.shape[0]):
-        hints.append(f'the checkpoint classifier has {head.shape[0]} classes: pass --num_classes {head.shape[0]}')
-    hints.append('Check --model (the architecture the checkpoint was trained with), --num_classes, and for '
-                 'PR-DARTS models --genotype and --model_kwargs (C=..., layers=...)')
-    raise EvaluateError(f'checkpoint {args.checkpoint!r} does not match {args.model}: {"; ".join(parts)}. '
-                        f'{"; ".join(hints)}') from None
+def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
+    return load_state_dict_checked(model, read_state_dict(path), path, hints=[
+        'Check --model (the architecture the checkpoint was trained with), --num_classes, --cifar_stem, and for '
+        'PR-DARTS models --genotype and --model_kwargs (C=..., layers=...)'])
 
 
 def data_transform(model: nn.Module) -> Tuple[Any, Tuple[int, ...]]:
@@ -253,9 +167,9 @@ def markdown(results: Dict[str, Any]) -> Tuple[str, str]:
 def main() -> None:
     args = parse_args()
     kwargs = model_kwargs(args)
-    model = create_model(args.model, kwargs)
+    model = create_model(args.model, cifar_stem=args.cifar_stem, **kwargs)
     if args.checkpoint is not None:
-        load_checkpoint(model, read_state_dict(args.checkpoint), args)
+        load_checkpoint(model, args.checkpoint)
     else:
         print('note: no --checkpoint, the weights are random', file=sys.stderr)
     model.eval()
@@ -320,5 +234,5 @@ def main() -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (EvaluateError, DatasetError, GenotypeError) as e:
+    except (EvaluateError, CheckpointError, ModelError, DatasetError, GenotypeError) as e:
         sys.exit(f'error: {type(e).__name__}: {e}')

@@ -27,33 +27,16 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
-from prdarts_timm.data import build_dataset, cifar_transforms, split_train
+from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'search_cpu_demo.yaml'
-
-
-class SeededTransform(Dataset):
-    """Applies ``transform`` with an RNG seeded by (seed, epoch, index): augmentation is the same for a given
-    sample and epoch whatever the process count, worker count, or a resume in the middle of an epoch."""
-
-    def __init__(self, dataset: Dataset, transform, seed: int):
-        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, target = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):  # the CPU generator only: transforms draw from it
-            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index) % 2**63)
-            return self.transform(image), target
 
 
 class SearchState:
@@ -124,12 +107,9 @@ def epoch_batches(dataset: SeededTransform, alpha_dataset: SeededTransform, conf
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
     g = torch.Generator().manual_seed(epoch_seed)
     perms = [torch.randperm(len(dataset), generator=g), torch.randperm(len(alpha_dataset), generator=g)]
-    loaders = []
-    for ds, perm in zip((dataset, alpha_dataset), perms):
-        mine = torch.cat([perm[(s * world + rank) * bs:(s * world + rank + 1) * bs] for s in range(skip, steps)]) \
-            if steps > skip else torch.empty(0, dtype=torch.long)
-        loaders.append(DataLoader(Subset(ds, mine.tolist()), batch_size=bs, shuffle=False,
-                                  num_workers=config.num_workers, generator=torch.Generator()))
+    loaders = [DataLoader(Subset(ds, shard_indices(perm, steps, bs, world, rank, skip)), batch_size=bs,
+                          shuffle=False, num_workers=config.num_workers, generator=torch.Generator())
+               for ds, perm in zip((dataset, alpha_dataset), perms)]
     device = accelerator.device
     for (xw, yw), (xa, ya) in zip(*loaders):
         yield (xw.to(device), yw.to(device)), (xa.to(device), ya.to(device))

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 
 import prdarts_timm
 from prdarts_timm import PrunedConv2d, PrunedLinear, set_pruning
+from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from prdarts_timm.data import build_dataset, cifar_transforms
 from prdarts_timm.profile import count_macs, measure_latency
 
@@ -209,31 +210,30 @@ def _fails(run, *fragments):
 
 
 def test_missing_checkpoint(runs):
-    _fails(runs['missing'], 'EvaluateError', 'nope.safetensors', 'does not exist')
+    _fails(runs['missing'], 'CheckpointError', 'nope.safetensors', 'does not exist')
 
 
 def test_corrupt_checkpoint(runs, recipe, tmp_path):
-    _fails(runs['corrupt'], 'EvaluateError', 'cannot read checkpoint', 'corrupt')
+    _fails(runs['corrupt'], 'CheckpointError', 'cannot read checkpoint', 'corrupt')
     bad = tmp_path / 'corrupt.pth'
     bad.write_bytes(b'this is not a torch file')
-    with pytest.raises(recipe.EvaluateError, match='cannot read checkpoint .* corrupt'):
-        recipe.read_state_dict(str(bad))
+    with pytest.raises(CheckpointError, match='cannot read checkpoint .* corrupt'):
+        read_state_dict(bad)
     torch.save([1, 2], tmp_path / 'list.pth')
-    with pytest.raises(recipe.EvaluateError, match='does not hold a state dict'):
-        recipe.read_state_dict(str(tmp_path / 'list.pth'))
+    with pytest.raises(CheckpointError, match='does not hold a state dict'):
+        read_state_dict(tmp_path / 'list.pth')
 
 
 def test_checkpoint_that_does_not_match_the_architecture(runs, recipe, baked):
-    _fails(runs['mismatch'], 'does not match prdarts_c10_mini', 'shape mismatch', 'checkpoint [', '--model',
+    _fails(runs['mismatch'], 'CheckpointError', 'does not match the model', 'shape mismatch', 'checkpoint [', '--model',
            '--num_classes', '--genotype')
     state = load_file(str(baked[0]))
-    args = recipe.argparse.Namespace(checkpoint='ckpt.safetensors', model='prdarts_c10_mini')
-    with pytest.raises(recipe.EvaluateError, match=r'missing key\(s\).*unexpected key\(s\).*--genotype'):
-        recipe.load_checkpoint(tiny_model(genotype='darts_v2'), state, args)
-    with pytest.raises(recipe.EvaluateError, match=r'classifier\.weight.*pass --num_classes 10'):
-        recipe.load_checkpoint(tiny_model(num_classes=5), state, args)
+    with pytest.raises(CheckpointError, match=r'missing key\(s\).*unexpected key\(s\)'):
+        load_state_dict_checked(tiny_model(genotype='darts_v2'), state, 'ckpt.safetensors')
+    with pytest.raises(CheckpointError, match=r'classifier\.weight.*pass --num_classes 10'):
+        load_state_dict_checked(tiny_model(num_classes=5), state, 'ckpt.safetensors')
 
 
 def test_unknown_model(runs):
-    _fails(runs['unknown_model'], "timm does not know a model named 'prdarts_c10_minii'",
+    _fails(runs['unknown_model'], 'ModelError', "timm does not know a model named 'prdarts_c10_minii'",
            "timm.list_models('prdarts*')", 'prdarts_c10_mini')

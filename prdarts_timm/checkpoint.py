@@ -1,0 +1,112 @@
+"""Reading, checking and writing model state dicts, with errors that name the file, the problem and the fix.
+
+Weights are read with safetensors or ``torch.load(weights_only=True)`` only, and written atomically.
+"""
+import os
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .io import atomic_write
+from .layers import convert_to_pruned, pruned_layers
+
+__all__ = ['CheckpointError', 'read_state_dict', 'load_state_dict_checked', 'save_safetensors']
+
+STATE_DICT_SUFFIXES = ('.safetensors', '.bin', '.pth', '.pt')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the model; the message names the fix."""
+
+
+def read_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
+    """The state dict in ``path``: a ``.safetensors`` file, or a ``torch.save`` file that
+    ``torch.load(weights_only=True)`` reads (a dict holding it under ``'model'`` or ``'state_dict'`` works)."""
+    import timm.models
+    file = Path(path)
+    if file.is_dir():
+        inside = sorted(p.name for p in file.iterdir() if p.suffix in STATE_DICT_SUFFIXES)
+        raise CheckpointError(f'checkpoint {str(path)!r} is a folder; pass the state dict file inside it'
+                              + (f' (it holds {", ".join(inside)})' if inside else ''))
+    if not file.is_file():
+        raise CheckpointError(f'checkpoint file {str(path)!r} does not exist; pass the path of a .safetensors or '
+                              'torch.save state dict file')
+    try:
+        if file.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            state = load_file(file)
+        else:
+            state = torch.load(file, map_location='cpu', weights_only=True)
+    except Exception as e:  # any reader failure: corrupt, truncated, not a checkpoint, pickled objects
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f'cannot read checkpoint {str(path)!r}: {reason[:300]}. The file is corrupt, truncated or not a state '
+            'dict: a checkpoint is a .safetensors file or a torch.save state dict that '
+            'torch.load(weights_only=True) reads (re-export it, e.g. with safetensors.torch.save_file)') from None
+    if isinstance(state, dict):
+        for key in ('model', 'state_dict'):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f'checkpoint {str(path)!r} does not hold a state dict (a mapping of names to tensors, '
+                              "possibly under a 'model' or 'state_dict' key)")
+    return timm.models.clean_state_dict(state)
+
+
+def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], source: str,
+                            hints: Sequence[str] = ()) -> nn.Module:
+    """Load ``state`` into ``model`` strictly; a mismatch raises a :class:`CheckpointError` that lists a few
+    missing, unexpected and mis-shaped keys, then ``hints`` (how to build the matching model).
+
+    A state dict with pruning scores / masks loaded into a model without pruned layers converts it first
+    (``convert_to_pruned``); a baked state dict (weights only) loads into pruned layers, which take their masks
+    from its zeros.
+    """
+    pruning_keys = any(k.endswith(('.scores', '.mask')) for k in state)
+    if pruning_keys and not any(True for _ in pruned_layers(model)):
+        convert_to_pruned(model)  # a checkpoint of a converted timm model: give it the pruned layers back
+    try:
+        model.load_state_dict(state, strict=True)
+        return model
+    except RuntimeError as e:
+        error = e
+    own = model.state_dict()
+    baked = {name + suffix for name, layer in pruned_layers(model) for suffix in ('.scores', '.mask')
+             if f'{name}.weight' in state and f'{name}.scores' not in state and f'{name}.mask' not in state}
+    # ^ a baked layer (weight only): its scores and mask come from the weight's zeros
+    implied = {name + suffix for name, layer in pruned_layers(model) for suffix in ('.scores', '.mask')
+               if f'{name}.weight' not in state}  # reported through the missing weight
+    missing = [k for k in own if k not in state and k not in baked and k not in implied]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} missing key(s), e.g. {missing[:3]}')
+    if unexpected:
+        parts.append(f'{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}')
+    if mismatched:
+        shown = '; '.join(f'{k}: checkpoint {list(a)} vs model {list(b)}' for k, a, b in mismatched[:3])
+        parts.append(f'{len(mismatched)} shape mismatch(es), e.g. {shown}')
+    if not parts:
+        parts.append(' '.join(str(error).split())[:500])
+    fixes = []
+    classifier = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier')
+    head = state.get(f'{classifier}.weight') if isinstance(classifier, str) else None
+    if head is not None and head.dim() >= 1 and head.shape[0] != getattr(model, 'num_classes', head.shape[0]):
+        fixes.append(f'the checkpoint classifier has {head.shape[0]} classes: pass --num_classes {head.shape[0]}')
+    fixes.extend(hints)
+    raise CheckpointError(f'checkpoint {source!r} does not match the model: {"; ".join(parts)}. '
+                          f'{"; ".join(fixes)}'.rstrip('. ')) from None
+
+
+def save_safetensors(tensors: Dict[str, torch.Tensor], path: os.PathLike,
+                     metadata: Optional[Dict[str, str]] = None) -> None:
+    """Write ``tensors`` (made contiguous, on the CPU) as a safetensors file, atomically."""
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
