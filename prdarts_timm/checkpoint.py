@@ -3,6 +3,7 @@
 Weights are read with safetensors or ``torch.load(weights_only=True)`` only, and written atomically.
 """
 import os
+import shutil
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -12,7 +13,8 @@ import torch.nn as nn
 from .io import atomic_write
 from .layers import convert_to_pruned, pruned_layers
 
-__all__ = ['CheckpointError', 'read_state_dict', 'load_state_dict_checked', 'save_safetensors']
+__all__ = ['CheckpointError', 'read_state_dict', 'load_state_dict_checked', 'save_safetensors', 'save_accelerate_state',
+           'newest_accelerate_state']
 
 STATE_DICT_SUFFIXES = ('.safetensors', '.bin', '.pth', '.pt')
 
@@ -110,3 +112,29 @@ def save_safetensors(tensors: Dict[str, torch.Tensor], path: os.PathLike,
     from safetensors.torch import save_file
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_accelerate_state(accelerator, folder: os.PathLike, step: int, keep: int = 2) -> Path:
+    """accelerate ``save_state`` into ``folder/.tmp_step_N``, renamed to ``folder/step_N`` once complete (a
+    kill never leaves a half-written ``step_*``); keeps the newest ``keep``. Call it on every process."""
+    folder = Path(folder)
+    final, tmp = folder / f'step_{step:08d}', folder / f'.tmp_step_{step:08d}'
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in sorted(folder.glob('step_*'))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def newest_accelerate_state(folder: os.PathLike) -> Optional[Path]:
+    """The newest complete ``step_*`` state in ``folder``, or None."""
+    found = sorted(Path(folder).glob('step_*'))
+    return found[-1] if found else None

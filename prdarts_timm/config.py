@@ -65,6 +65,10 @@ def _coerce(value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)))
+    if origin in (dict, typing.Dict):
+        if not isinstance(value, dict):
+            raise TypeError(value)
+        return dict(value)
     if origin in (list, typing.List):
         if not isinstance(value, (list, tuple)):
             raise TypeError(value)

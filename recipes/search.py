@@ -16,7 +16,6 @@ per update, in ``prdarts_timm.search``), so weights, scores and alpha stay ident
 import argparse
 import dataclasses
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -30,6 +29,7 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from prdarts_timm.checkpoint import save_accelerate_state
 from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
 from prdarts_timm.io import atomic_write_json, atomic_write_text
@@ -135,24 +135,6 @@ def build_phase_optimizers(state: SearchState, phase: Phase, config: SearchConfi
         state.pending = None
 
 
-def save_checkpoint(accelerator: Accelerator, out: Path, global_step: int, keep: int = 2) -> None:
-    """accelerate ``save_state`` into a temporary folder, renamed when complete; keeps the newest ``keep``."""
-    final = out / 'checkpoints' / f'step_{global_step:08d}'
-    tmp = out / 'checkpoints' / f'.tmp_step_{global_step:08d}'
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in sorted((out / 'checkpoints').glob('step_*'))[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
 def record_epoch(state: SearchState, phase: Phase, out: Path, accelerator: Accelerator) -> None:
     state.history.append(dict(phase=phase.name, epoch=state.epoch, global_step=state.global_step,
                               **state.model.alpha_softmax()))
@@ -246,14 +228,14 @@ def main() -> None:
                 if state.global_step % config.log_every == 0:
                     accelerator.log({f'{phase.name}/{k}': v for k, v in stats.items()}, step=state.global_step)
                 if state.global_step % config.checkpoint_every == 0:
-                    save_checkpoint(accelerator, out, state.global_step)
+                    save_accelerate_state(accelerator, out / 'checkpoints', state.global_step)
             bar.close()
             record_epoch(state, phase, out, accelerator)
             state.epoch += 1
             state.step = 0
 
     state.phase_index = len(phases)
-    save_checkpoint(accelerator, out, state.global_step)
+    save_accelerate_state(accelerator, out / 'checkpoints', state.global_step)
     check_ranks_agree(model, out, accelerator)
     if accelerator.is_main_process:
         from prdarts_timm.search.plots import plot_alpha_history, plot_cells

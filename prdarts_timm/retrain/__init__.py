@@ -1,0 +1,3 @@
+"""Pruned retraining (HYDRA: pretrain, prune, finetune) of any timm model; ``recipes/train.py`` runs it."""
+from .config import STAGES, TrainConfig
+from .stages import build_model, check_kept_fraction, prepare_stage, set_drop_path_scale, sync_batchnorm_stats

@@ -1,0 +1,109 @@
+"""The retraining recipe's config: every key a YAML file or ``--key value`` may set."""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..data import SOURCES
+from ..layers import check_k
+
+__all__ = ['STAGES', 'TrainConfig']
+
+STAGES = ('pretrain', 'prune', 'finetune')
+
+
+@dataclass
+class TrainConfig:
+    """Defaults: the CPU demo (a mini PR-DARTS network on the embedded mini CIFAR-10, 99% sparsity)."""
+    output: str = 'runs/train'
+    seed: int = 0
+    stages: List[str] = field(default_factory=lambda: list(STAGES))
+    source: Optional[str] = None  # checkpoint the first stage starts from (default: the previous stage's output)
+    # model
+    model: str = 'prdarts_c10_mini'  # any timm.create_model name
+    genotype: Optional[str] = None  # PR-DARTS models: a shipped genotype name or a search's genotype.json
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # more create_model kwargs (C, layers, ...)
+    num_classes: Optional[int] = None  # default: the number of classes of the data
+    cifar_stem: bool = False  # timm ResNet / MobileNet: 32x32 stem (prdarts_timm.builder.adapt_to_cifar)
+    auxiliary_weight: float = 0.4  # PR-DARTS models: weight of the auxiliary head's loss (0 = no head)
+    drop_path_rate: float = 0.0  # ramped linearly from 0 over each stage, as in the DARTS evaluation
+    drop_rate: float = 0.0
+    # pruning
+    k: float = 0.01  # fraction of weights kept
+    global_k: bool = False  # one threshold across all layers instead of k per layer
+    # data
+    data_source: str = 'mini'
+    data_root: Optional[str] = None
+    download: bool = False
+    eval_split: str = 'test'
+    batch_size: int = 64  # per process
+    num_workers: int = 0
+    cutout: int = 16  # DARTS cutout length on 32x32 inputs (0 = off)
+    mixup: float = 0.0  # timm Mixup alphas (0 = off)
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
+    # optimisation (timm optimizer and scheduler names)
+    pretrain_epochs: int = 3
+    prune_epochs: int = 2
+    finetune_epochs: int = 2
+    pretrain_lr: float = 0.05
+    prune_lr: float = 0.1
+    finetune_lr: float = 0.01
+    opt: str = 'momentum'
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    sched: str = 'cosine'
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    grad_clip: float = 5.0  # 0 = off
+    max_steps_per_epoch: Optional[int] = None
+    mixed_precision: str = 'no'  # or 'bf16' (autocast)
+    model_ema: bool = False  # EMA of the weights in pretrain and finetune (timm ModelEmaV3)
+    model_ema_decay: float = 0.999
+    # run
+    eval_max_batches: Optional[int] = None  # evaluate on the first N batches of eval_split only
+    checkpoint_every: int = 200  # steps
+    log_every: int = 10
+
+    def __post_init__(self):
+        check_k(self.k)
+        self.stages = list(self.stages)
+        if not self.stages or self.stages != [s for s in STAGES if s in self.stages]:
+            raise ValueError(f'stages must be a non-empty list of {list(STAGES)} in that order, each once; got '
+                             f'{self.stages}')
+        if self.data_source not in SOURCES:
+            raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
+        if self.mixed_precision not in ('no', 'bf16'):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        for name in ('batch_size', 'checkpoint_every', 'log_every'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        for name in ('max_steps_per_epoch', 'eval_max_batches', 'num_classes'):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1 (or null), got {getattr(self, name)}')
+        for name in ('pretrain_epochs', 'prune_epochs', 'finetune_epochs', 'warmup_epochs', 'cutout', 'num_workers'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        for name in ('auxiliary_weight', 'drop_path_rate', 'drop_rate', 'mixup', 'cutmix', 'label_smoothing',
+                     'grad_clip', 'weight_decay'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        if not 0 < self.model_ema_decay < 1:
+            raise ValueError(f'model_ema_decay must be in (0, 1), got {self.model_ema_decay}')
+
+    def epochs(self, stage: str) -> int:
+        return getattr(self, f'{stage}_epochs')
+
+    def lr(self, stage: str) -> float:
+        return getattr(self, f'{stage}_lr')
+
+    def model_args(self, num_classes: int) -> Dict[str, Any]:
+        """The ``timm.create_model`` kwargs this config asks for (the PR-DARTS auxiliary head only if weighted)."""
+        kwargs = dict(self.model_kwargs, num_classes=self.num_classes or num_classes)
+        if self.genotype is not None:
+            kwargs['genotype'] = self.genotype
+        if self.auxiliary_weight > 0:
+            kwargs['auxiliary'] = True
+        if self.drop_path_rate > 0:
+            kwargs['drop_path_rate'] = self.drop_path_rate
+        if self.drop_rate > 0:
+            kwargs['drop_rate'] = self.drop_rate
+        return kwargs

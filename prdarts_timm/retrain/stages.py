@@ -1,0 +1,116 @@
+"""HYDRA-style pruned retraining, one stage at a time: what each stage starts from and what it trains.
+
+| stage    | starts from                  | k      | mask                            | trained                  |
+|----------|------------------------------|--------|---------------------------------|--------------------------|
+| pretrain | random init (or ``source``)  | 1      | none (dense)                    | weights, biases, BN      |
+| prune    | the pretrained weights       | target | top-k of scores, re-selected    | scores only              |
+| finetune | the pruned checkpoint        | target | the prune stage's, fixed        | weights, biases, BN      |
+
+Prune starts from the scaled score init (its first mask is layer-wise magnitude pruning) and leaves every
+weight, bias and BN affine parameter as pretrained (BN running statistics do follow the masked network).
+Finetune takes the mask saved by prune as it is; it never re-selects it.
+"""
+from typing import Dict, Optional
+
+import timm
+import torch
+import torch.nn as nn
+
+from ..builder import create_model
+from ..checkpoint import CheckpointError, load_state_dict_checked
+from ..config import ConfigError
+from ..layers import convert_to_pruned, kept_count, pruned_layers
+from ..pruning import init_scores_scaled, set_pruning
+from ..search.architect import average_across_processes
+from .config import TrainConfig
+
+__all__ = ['build_model', 'prepare_stage', 'check_kept_fraction', 'set_drop_path_scale', 'sync_batchnorm_stats']
+
+SOURCE_HINT = ('build the model the source was trained with: the same --model, --model_kwargs, --genotype, '
+               '--num_classes and --cifar_stem')
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The model ``config`` names, every conv and linear a pruned layer (in dense mode)."""
+    kwargs = config.model_args(num_classes)
+    arch = config.model.split('.')[0]
+    if kwargs.get('auxiliary') and timm.is_model(arch) and arch not in timm.list_models(module='prdarts'):
+        raise ConfigError(f'{config.model} has no auxiliary head: set auxiliary_weight 0 (the auxiliary loss '
+                          'applies to the PR-DARTS models)')
+    return convert_to_pruned(create_model(config.model, cifar_stem=config.cifar_stem, **kwargs))
+
+
+def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
+                  source: Optional[Dict[str, torch.Tensor]] = None, source_name: str = '') -> None:
+    """Put a freshly built ``model`` in the state ``stage`` trains, starting from the ``source`` state dict.
+
+    Raises:
+        CheckpointError: no source for prune / finetune; a source of another architecture; a pruned source
+            for prune; a source pruned at another k (or per layer vs global) for finetune.
+    """
+    if stage != 'pretrain' and source is None:
+        raise CheckpointError(f'{stage} starts from a checkpoint: pass source')
+    if source is not None:
+        load_state_dict_checked(model, source, source_name, hints=[SOURCE_HINT])
+    layers = [layer for _, layer in pruned_layers(model)]
+    if stage in ('pretrain', 'prune'):
+        pruned = [name for name, layer in pruned_layers(model) if layer.num_keep < layer.weight.numel()]
+        if pruned:
+            raise CheckpointError(
+                f'{stage} starts from dense weights, but the source {source_name!r} is already pruned ({len(pruned)} '
+                f'layers, e.g. {pruned[0]!r}). Pass the pretrain stage\'s model.safetensors as source, or run '
+                'finetune on this one (--stages [finetune])')
+    if stage == 'pretrain':
+        set_pruning(model, 'dense')
+    elif stage == 'prune':
+        init_scores_scaled(model)
+        set_pruning(model, 'learn', k=config.k, global_k=config.global_k)
+        scores = {id(layer.scores) for layer in layers}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in scores)
+    else:
+        check_kept_fraction(model, config.k, config.global_k, source_name)
+        # loading a pruned state dict put the pruned layers in 'fixed' mode with the saved masks
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for layer in layers:
+            layer.scores.requires_grad_(False)
+
+
+def check_kept_fraction(model: nn.Module, k: float, global_k: bool, source_name: str = '') -> None:
+    """Raise a :class:`CheckpointError` unless the masks keep exactly what ``k`` (per layer or global) keeps."""
+    layers = [(name, layer) for name, layer in pruned_layers(model)]
+    kept = sum(layer.num_keep for _, layer in layers)
+    total = sum(layer.weight.numel() for _, layer in layers)
+    if global_k:
+        if kept == kept_count(total, k):
+            return
+        wrong = f'keeps {kept} of {total} weights, global k={k} keeps {kept_count(total, k)}'
+    else:
+        off = [(name, layer.num_keep, kept_count(layer.weight.numel(), k)) for name, layer in layers
+               if layer.num_keep != kept_count(layer.weight.numel(), k)]
+        if not off:
+            return
+        name, have, want = off[0]
+        wrong = (f'{len(off)} layer(s) keep another count than k={k} per layer, e.g. {name!r} keeps {have}, '
+                 f'k={k} keeps {want}')
+    raise CheckpointError(
+        f'the source {source_name!r} was pruned at another k: it {wrong} (it keeps {kept / total:.4g} of all '
+        f'weights). Finetune with the k and global_k the prune stage used, or prune again at k={k}')
+
+
+def set_drop_path_scale(model: nn.Module, scale: float, base: Dict[int, float]) -> None:
+    """Every timm ``DropPath`` at ``scale`` x its rate at build time (``base``: id -> rate, filled on first use)."""
+    for m in model.modules():
+        if isinstance(m, timm.layers.DropPath):
+            m.drop_prob = base.setdefault(id(m), m.drop_prob) * scale
+
+
+@torch.no_grad()
+def sync_batchnorm_stats(model: nn.Module) -> None:
+    """Average BN running statistics across processes (each saw its own shard), so every rank holds the same
+    model; a no-op in a single process."""
+    stats = [t for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for t in (m.running_mean, m.running_var) if t is not None]
+    for t, mean in zip(stats, average_across_processes(stats)):
+        t.copy_(mean)

@@ -1,0 +1,400 @@
+"""Pruned retraining of any timm model (HYDRA, as PR-DARTS evaluates): dense pretrain, prune, sparse finetune.
+
+    accelerate launch recipes/train.py                                     # CPU demo: prdarts_c10_mini, mini CIFAR-10
+    accelerate launch recipes/train.py --config recipes/configs/train_cifar10.yaml
+    accelerate launch recipes/train.py --model mobilenetv2_100 --cifar_stem true --auxiliary_weight 0
+    accelerate launch recipes/train.py --stages '[finetune]' --source runs/x/prune/model.safetensors
+    accelerate launch --multi_gpu --num_processes 2 recipes/train.py ...  # data parallel, any number of ranks
+    accelerate launch recipes/train.py --output runs/x --resume           # continue from the newest checkpoint
+
+Any config key can be overridden on the command line (``--k 0.1 --global_k true``). Stages run in order; each
+starts from the previous stage's ``model.safetensors`` (the first one from ``source``, when given) and writes
+into ``<output>/<stage>/``:
+
+* ``model.safetensors``: the whole state (weights, scores, masks, BN), what the next stage reads;
+  ``model_ema.safetensors`` with ``model_ema: true``; after finetune also ``model_baked.safetensors``, the
+  inference network (W * mask in plain timm keys, pruned weights exact zeros, no auxiliary head: what
+  evaluate.py and export read).
+* ``summary.json`` (per-epoch loss and top-1, sparsity of the inference network, the source; written last:
+  the stage is complete),
+  ``ranks.json`` (every rank's state-dict sha256; the run fails if they differ) and ``checkpoints/step_*``
+  (accelerate ``save_state``, every ``checkpoint_every`` steps).
+
+The model is not wrapped in DDP: every gradient is averaged across processes explicitly (one all-reduce per
+step) and BN statistics are averaged at every epoch end and checkpoint, so all ranks hold the same model.
+Data are sharded by a seeded permutation per epoch and augmented with a seed per (epoch, sample), and timm
+Mixup draws from a per-step seed, so a resumed stage continues exactly where it stopped.
+"""
+import argparse
+import copy
+import dataclasses
+import hashlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from timm.data import Mixup, create_transform, resolve_data_config
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from prdarts_timm import GenotypeError, bake, sparsity_report
+from prdarts_timm.builder import ModelError
+from prdarts_timm.checkpoint import (
+    CheckpointError, newest_accelerate_state, read_state_dict, save_accelerate_state, save_safetensors,
+)
+from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
+from prdarts_timm.data import DatasetError, SeededTransform, build_dataset, cifar_transforms, shard_indices
+from prdarts_timm.io import atomic_write_json, atomic_write_text
+from prdarts_timm.retrain import (
+    STAGES, TrainConfig, build_model, prepare_stage, set_drop_path_scale, sync_batchnorm_stats,
+)
+from prdarts_timm.search.architect import average_across_processes
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'train_cpu_demo.yaml'
+
+
+class TrainState:
+    """What a checkpoint holds besides accelerate's RNG states: the stage's model, optimizer, scheduler, EMA
+    and progress. Registered once; its contents change with the stage."""
+
+    def __init__(self, num_processes: int):
+        self.num_processes = num_processes
+        self.stage = ''
+        self.model: Optional[nn.Module] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler = None
+        self.ema: Optional[ModelEmaV3] = None
+        self.epoch = self.step = self.stage_step = 0
+        self.history: List[Dict[str, Any]] = []
+        self.epoch_losses: List[float] = []
+
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(stage=self.stage, num_processes=self.num_processes, model=self.model.state_dict(),
+                    optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                    ema=self.ema.state_dict() if self.ema is not None else None, epoch=self.epoch, step=self.step,
+                    stage_step=self.stage_step, history=self.history, epoch_losses=self.epoch_losses)
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state['num_processes'] != self.num_processes:
+            raise ConfigError(f'this checkpoint was written by {state["num_processes"]} process(es) and is resumed '
+                              f'with {self.num_processes}: the data order and batch size per step would change. '
+                              'Resume with the same number of processes.')
+        if state['stage'] != self.stage:
+            raise CheckpointError(f'checkpoint of stage {state["stage"]!r} found where {self.stage!r} was expected')
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        if self.ema is not None:
+            self.ema.load_state_dict(state['ema'])
+        self.epoch, self.step, self.stage_step, self.history, self.epoch_losses = (
+            state['epoch'], state['step'], state['stage_step'], state['history'], state['epoch_losses'])
+
+
+def parse_args() -> Tuple[argparse.Namespace, TrainConfig]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', default=str(DEFAULT_CONFIG), help='YAML config (default: the CPU demo)')
+    parser.add_argument('--resume', action='store_true', help='continue the run in --output from its newest checkpoint')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU even where a GPU is present')
+    add_config_args(parser, TrainConfig)
+    args = parser.parse_args()
+    return args, load_config(TrainConfig, args.config, args)
+
+
+def plan_stages(config: TrainConfig, resume: bool) -> List[Tuple[str, Optional[Path]]]:
+    """(stage, accelerate state to resume it from) for each stage still to run; refuses to overwrite a run or
+    to resume one made with another config."""
+    out = Path(config.output)
+    done = [s for s in config.stages if (out / s / 'summary.json').exists()]
+    started = [s for s in config.stages if newest_accelerate_state(out / s / 'checkpoints') is not None]
+    if not resume:
+        if done or started:
+            raise ConfigError(f'{out} already holds a training run (stages {sorted(set(done + started))}); pass '
+                              '--resume to continue it, or choose another --output')
+        return [(s, None) for s in config.stages]
+    if not (out / 'config.yaml').exists():
+        raise ConfigError(f'nothing to resume in {out}: no config.yaml; start without --resume')
+    saved = yaml.safe_load((out / 'config.yaml').read_text())
+    differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+    if differ:
+        raise ConfigError(f'cannot resume {out}: it was run with another config (keys that differ: {differ}); '
+                          'resume with the same config, or start a new run in another --output')
+    todo = [s for s in config.stages if s not in done]
+    return [(s, newest_accelerate_state(out / s / 'checkpoints') if i == 0 else None) for i, s in enumerate(todo)]
+
+
+def source_for(stage: str, config: TrainConfig) -> Optional[Path]:
+    """The checkpoint ``stage`` starts from: ``source`` for the first stage, else the previous stage's output."""
+    if stage == config.stages[0]:
+        return Path(config.source) if config.source else None
+    return Path(config.output) / STAGES[STAGES.index(stage) - 1] / 'model.safetensors'
+
+
+def read_source(stage: str, path: Optional[Path]) -> Optional[Dict[str, torch.Tensor]]:
+    if path is None:
+        if stage == 'pretrain':
+            return None
+        previous = STAGES[STAGES.index(stage) - 1]
+        raise CheckpointError(f'{stage} starts from the {previous} stage\'s weights: run it in the same call '
+                              f'(--stages [{previous}, {stage}]) or pass --source <run>/{previous}/model.safetensors')
+    if not path.exists():
+        previous = STAGES[STAGES.index(stage) - 1] if stage != 'pretrain' else None
+        raise CheckpointError(f'the {stage} stage\'s source checkpoint {str(path)!r} does not exist' + (
+            f'; run the {previous} stage first (--stages [{previous}, {stage}]) or pass --source FILE'
+            if previous else '; pass an existing --source, or none to pretrain from scratch'))
+    return read_state_dict(path)
+
+
+def build_transforms(model: nn.Module, config: TrainConfig):
+    """(train, eval) transforms: the DARTS CIFAR ones (crop, flip, cutout) for 32x32 models, timm's otherwise."""
+    data_config = resolve_data_config(model=model)
+    if tuple(data_config['input_size'][1:]) == (32, 32):
+        return cifar_transforms(train=True, cutout=config.cutout), cifar_transforms(train=False)
+    if config.cutout:
+        raise ConfigError(f'cutout applies to 32x32 inputs; {config.model} takes {data_config["input_size"]}: set '
+                          'cutout 0')
+    return (create_transform(**data_config, is_training=True),
+            create_transform(**data_config, is_training=False))
+
+
+def loss_fn(config: TrainConfig, num_classes: int):
+    """(mixup or None, criterion): timm Mixup with soft-target CE when mixup / cutmix is on."""
+    if config.mixup > 0 or config.cutmix > 0:
+        mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing,
+                      num_classes=num_classes)
+        return mixup, SoftTargetCrossEntropy()
+    return None, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
+def train_step(model: nn.Module, batch, state: TrainState, config: TrainConfig, criterion, mixup,
+               accelerator: Accelerator) -> float:
+    """Forward (with the auxiliary loss where the model has one), backward, gradients averaged across
+    processes, clipped, one optimizer step."""
+    x, y = batch
+    if mixup is not None:
+        np.random.seed((config.seed * 1_000_003 + STAGES.index(state.stage) * 100_003 + state.stage_step) % 2**32)
+        x, y = mixup(x, y)
+    params = [p for g in state.optimizer.param_groups for p in g['params']]
+    with accelerator.autocast():
+        if config.auxiliary_weight > 0:
+            logits, aux = model.forward_aux(x)
+            loss = criterion(logits, y) + config.auxiliary_weight * criterion(aux, y)
+        else:
+            loss = criterion(model(x), y)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p, g in zip(params, average_across_processes(grads)):
+        p.grad = g
+    if config.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, config.grad_clip)
+    state.optimizer.step()
+    return loss.item()
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, dataset: Dataset, config: TrainConfig, accelerator: Accelerator) -> Dict[str, float]:
+    """Top-1 on ``dataset``, shared out across processes. With ``eval_max_batches`` on a fixed random subset
+    of that many batches (the same for every run: split files are sorted by class)."""
+    order = torch.arange(len(dataset))
+    if config.eval_max_batches is not None:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+        order = order[:config.eval_max_batches * config.batch_size].sort().values
+    mine = order[accelerator.process_index::accelerator.num_processes].tolist()
+    loader = DataLoader(Subset(dataset, mine), batch_size=config.batch_size, shuffle=False,
+                        num_workers=config.num_workers)
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64)
+    for x, y in loader:
+        x, y = x.to(accelerator.device), y.to(accelerator.device)
+        with accelerator.autocast():
+            logits = model(x)
+        counts += torch.tensor([(logits.argmax(1) == y).sum().item(),
+                                nn.functional.cross_entropy(logits.float(), y, reduction='sum').item(), y.numel()],
+                               dtype=torch.float64)
+    model.train(was_training)
+    if accelerator.num_processes > 1:
+        counts = counts.to(accelerator.device)
+        dist.all_reduce(counts)
+        counts = counts.cpu()
+    correct, loss_sum, seen = counts.tolist()
+    return dict(top1=100.0 * correct / max(seen, 1), loss=loss_sum / max(seen, 1), num_images=int(seen))
+
+
+def state_sha256(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_ranks_agree(model: nn.Module, folder: Path, accelerator: Accelerator) -> None:
+    """Every rank must end a stage with the same state dict (bitwise); writes ``ranks.json``, raises if not."""
+    mine = dict(rank=accelerator.process_index, state_sha256=state_sha256(model))
+    ranks = [mine]
+    if accelerator.num_processes > 1:
+        ranks = [None] * accelerator.num_processes
+        dist.all_gather_object(ranks, mine)
+    if accelerator.is_main_process:
+        atomic_write_json(folder / 'ranks.json', ranks)
+    if any(r['state_sha256'] != ranks[0]['state_sha256'] for r in ranks):
+        raise RuntimeError(f'the model differs across ranks (see {folder / "ranks.json"}): distributed training '
+                           'is broken')
+
+
+def write_outputs(state: TrainState, config: TrainConfig, folder: Path, source: Optional[Path],
+                  seconds: float, accelerator: Accelerator) -> None:
+    """The stage's weights, then ``summary.json`` (last: it marks the stage complete)."""
+    if not accelerator.is_main_process:
+        return
+    model = state.model
+    meta = dict(stage=state.stage, model=config.model, k=str(config.k), global_k=str(config.global_k))
+    save_safetensors(model.state_dict(), folder / 'model.safetensors', metadata=meta)
+    if state.ema is not None:
+        save_safetensors(state.ema.module.state_dict(), folder / 'model_ema.safetensors', metadata=meta)
+    if state.stage == 'finetune':  # the inference network: masks baked in, no auxiliary head
+        baked = {k: v for k, v in bake(copy.deepcopy(model)).state_dict().items() if not k.startswith('aux_head.')}
+        save_safetensors(baked, folder / 'model_baked.safetensors', metadata=dict(meta, baked='true'))
+    report = sparsity_report(model)
+    report.layers = [layer for layer in report.layers if not layer.name.startswith('aux_head.')]
+    atomic_write_json(folder / 'summary.json', dict(
+        stage=state.stage, model=config.model, model_args=config.model_args(model.num_classes),
+        cifar_stem=config.cifar_stem, k=config.k if state.stage != 'pretrain' else 1.0, global_k=config.global_k,
+        source=str(source) if source else None, epochs=config.epochs(state.stage), steps=state.stage_step,
+        num_processes=accelerator.num_processes, seconds=round(seconds, 1),
+        top1=state.history[-1]['top1'] if state.history else None,
+        ema_top1=state.history[-1].get('ema_top1') if state.history else None,
+        weights=dict(total=report.total, nonzero=report.nonzero, sparsity=report.sparsity),
+        history=state.history))
+
+
+def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig, train_set: Dataset,
+              eval_set: Dataset, accelerator: Accelerator) -> None:
+    out = Path(config.output)
+    folder = out / stage
+    stage_index = STAGES.index(stage)
+    set_seed(config.seed + stage_index)
+    source = source_for(stage, config)
+    model = build_model(config, num_classes=len(train_set.classes))
+    prepare_stage(model, stage, config, read_source(stage, source), str(source))
+    model.to(accelerator.device)
+    if dist.is_available() and dist.is_initialized():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)  # one starting point on every rank
+
+    train_transform, eval_transform = build_transforms(model, config)
+    train_data = SeededTransform(train_set, train_transform, seed=config.seed * 10 + stage_index)
+    eval_set.transform = eval_transform
+    world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
+    steps = len(train_data) // (bs * world)
+    steps = min(steps, config.max_steps_per_epoch or steps)
+    if steps == 0:
+        raise ConfigError(f'no training step fits an epoch: {len(train_data)} images, batch_size {bs} x {world} '
+                          'process(es). Lower batch_size or use more data.')
+    epochs = config.epochs(stage)
+
+    state.stage, state.model = stage, model
+    state.optimizer = create_optimizer_v2(model, opt=config.opt, lr=config.lr(stage), weight_decay=config.weight_decay,
+                                          momentum=config.momentum)
+    state.scheduler, _ = create_scheduler_v2(state.optimizer, sched=config.sched, num_epochs=max(epochs, 1),
+                                             warmup_epochs=config.warmup_epochs, min_lr=config.min_lr,
+                                             step_on_epochs=False, updates_per_epoch=steps)
+    state.ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema and stage != 'prune' else None
+    state.epoch = state.step = state.stage_step = 0
+    state.history, state.epoch_losses = [], []
+    mixup, criterion = loss_fn(config, model.num_classes)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        accelerator.print(f'resumed {stage} from {resume_from} (epoch {state.epoch}, step {state.step})')
+    trainable = sum(p.numel() for g in state.optimizer.param_groups for p in g['params'])
+    accelerator.print(f'[{stage}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
+                      f'parameters, k={config.k if stage != "pretrain" else 1}, source {source}')
+
+    started, drop_path_base = time.time(), {}
+    while state.epoch < epochs:
+        train_data.epoch = state.epoch
+        set_drop_path_scale(model, state.epoch / epochs, drop_path_base)
+        perm = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(
+            (config.seed * 100 + stage_index) * 10_000 + state.epoch))
+        loader = DataLoader(Subset(train_data, shard_indices(perm, steps, bs, world, rank, state.step)),
+                            batch_size=bs, shuffle=False, num_workers=config.num_workers, generator=torch.Generator())
+        model.train()
+        bar = tqdm(total=steps, initial=state.step, desc=f'{stage} {state.epoch + 1}/{epochs}',
+                   disable=not accelerator.is_local_main_process)
+        for x, y in loader:
+            loss = train_step(model, (x.to(accelerator.device), y.to(accelerator.device)), state, config,
+                              criterion, mixup, accelerator)
+            state.epoch_losses.append(loss)
+            state.step += 1
+            state.stage_step += 1
+            state.scheduler.step_update(state.stage_step)
+            if state.ema is not None:
+                state.ema.update(model, step=state.stage_step)
+            bar.update(1)
+            bar.set_postfix(loss=f'{loss:.3f}', lr=f'{state.optimizer.param_groups[0]["lr"]:.4g}')
+            if state.stage_step % config.log_every == 0:
+                accelerator.log({f'{stage}/loss': loss, f'{stage}/lr': state.optimizer.param_groups[0]['lr']},
+                                step=stage_index * 10**9 + state.stage_step)
+            if state.stage_step % config.checkpoint_every == 0:
+                sync_batchnorm_stats(model)
+                save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
+        bar.close()
+        sync_batchnorm_stats(model)
+        record = dict(epoch=state.epoch, steps=state.stage_step,
+                      train_loss=float(np.mean(state.epoch_losses)) if state.epoch_losses else None, **evaluate(model, eval_set, config,
+                                                                                       accelerator))
+        if state.ema is not None:
+            record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
+        state.history.append(record)
+        accelerator.log({f'{stage}/top1': record['top1'], f'{stage}/eval_loss': record['loss']},
+                        step=stage_index * 10**9 + state.stage_step)
+        accelerator.print(f'[{stage} epoch {state.epoch + 1}/{epochs}] train loss {record["train_loss"]}, '
+                          f'top-1 {record["top1"]:.2f}% on {record["num_images"]} {config.eval_split} images')
+        state.epoch += 1
+        state.step, state.epoch_losses = 0, []
+    save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
+    check_ranks_agree(model, folder, accelerator)
+    write_outputs(state, config, folder, source, time.time() - started, accelerator)
+    accelerator.wait_for_everyone()
+    accelerator.print(f'[{stage}] done: {folder / "model.safetensors"}')
+
+
+def main() -> None:
+    args, config = parse_args()
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
+                              log_with='tensorboard' if importlib.util.find_spec('tensorboard') else None)
+    plan = plan_stages(config, args.resume)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and not args.resume:
+        atomic_write_text(Path(config.output) / 'config.yaml', config_to_yaml(config))
+    train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
+    eval_set = build_dataset(config.data_source, config.eval_split, root=config.data_root, download=config.download)
+    state = TrainState(accelerator.num_processes)
+    accelerator.register_for_checkpointing(state)
+    accelerator.init_trackers('train', config={k: str(v) for k, v in dataclasses.asdict(config).items()})
+    if not plan:
+        accelerator.print(f'every stage of {config.stages} is complete in {config.output}; nothing to resume')
+    for stage, resume_from in plan:
+        run_stage(stage, resume_from, state, config, train_set, eval_set, accelerator)
+    accelerator.end_training()
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (ConfigError, CheckpointError, ModelError, DatasetError, GenotypeError) as e:
+        sys.exit(f'error: {type(e).__name__}: {e}')

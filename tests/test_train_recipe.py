@@ -1,0 +1,207 @@
+"""`recipes/train.py` end to end, as real processes: the three stages for a PR-DARTS network and a converted
+timm MobileNet-v2, resume after a kill, two gloo processes, bad input; evaluate.py on the baked output."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prdarts_timm import kept_count
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ['--batch_size', '8', '--max_steps_per_epoch', '2', '--pretrain_epochs', '1', '--prune_epochs', '1',
+        '--finetune_epochs', '1', '--eval_max_batches', '1', '--checkpoint_every', '2', '--log_every', '1']
+MOBILENET = ['--model', 'mobilenetv2_100', '--cifar_stem', 'true', '--auxiliary_weight', '0', '--k', '0.1',
+             '--global_k', 'true', '--model_ema', 'true', '--mixup', '0.2', '--cutmix', '0.2',
+             '--mixed_precision', 'bf16', '--drop_path_rate', '0.1']
+ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
+LAUNCH = [sys.executable, '-m', 'accelerate.commands.launch', '--num_machines', '1', '--mixed_precision', 'no',
+          '--dynamo_backend', 'no']
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
+def train_cmd(out, *extra, launcher=()):
+    return [*launcher, *([] if launcher else [sys.executable]), 'recipes/train.py', '--cpu', '--output', str(out),
+            *TINY, *extra]
+
+
+def run_all(cmds, timeout=600):
+    """Start every command at once (each spends much of its time importing torch), wait for all."""
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, cmd in cmds.items()}
+    done = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=timeout)
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return done
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def masks(state):
+    return {k[:-len('.mask')]: v for k, v in state.items() if k.endswith('.mask')}
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('train')
+    results = run_all(dict(
+        prdarts=train_cmd(tmp / 'prdarts', '--max_steps_per_epoch', '3', '--pretrain_epochs', '2', '--prune_epochs',
+                          '3', '--drop_path_rate', '0.2',
+                          launcher=[*LAUNCH, '--num_processes', '1']),
+        mobilenet=train_cmd(tmp / 'mobilenet', *MOBILENET),
+    ))
+    for result in results.values():
+        _ok(result)
+    return tmp
+
+
+def test_prdarts_three_stages(runs):
+    out = runs / 'prdarts'
+    pretrain, prune, finetune = (load_file(out / s / 'model.safetensors') for s in ('pretrain', 'prune', 'finetune'))
+    assert all(m.eq(1).all() for m in masks(pretrain).values())
+    # prune: exactly k = 0.01 kept in every layer, and the weights (and every other parameter) as pretrained
+    for name, mask in masks(prune).items():
+        assert int(mask.sum()) == kept_count(mask.numel(), 0.01), name
+        assert torch.equal(prune[f'{name}.weight'], pretrain[f'{name}.weight']), name
+    for key, value in pretrain.items():
+        if not key.endswith(('.scores', '.mask', 'running_mean', 'running_var', 'num_batches_tracked')):
+            assert torch.equal(prune[key], value), key
+    assert any(not torch.equal(prune[k], pretrain[k]) for k in prune if k.endswith('.scores'))  # scores learned
+    # finetune: the prune stage's mask, untouched; the kept weights trained
+    assert masks(finetune).keys() == masks(prune).keys()
+    for name, mask in masks(finetune).items():
+        assert torch.equal(mask, masks(prune)[name]), name
+    assert any(not torch.equal(finetune[k], prune[k]) for k in finetune if k.endswith('.weight'))
+    # baked: W * mask, pruned weights exact zeros, no scores / masks / auxiliary head
+    baked = load_file(out / 'finetune' / 'model_baked.safetensors')
+    assert not any(k.endswith(('.scores', '.mask')) or k.startswith('aux_head.') for k in baked)
+    for name, mask in masks(finetune).items():
+        if name.startswith('aux_head.'):
+            continue
+        assert torch.equal(baked[f'{name}.weight'], finetune[f'{name}.weight'] * mask), name
+        assert int(torch.count_nonzero(baked[f'{name}.weight'])) <= kept_count(mask.numel(), 0.01)
+    summary = json.loads((out / 'finetune' / 'summary.json').read_text())
+    assert summary['steps'] == 3 and len(summary['history']) == 1 and summary['source'].endswith('prune/model.safetensors')
+    assert 0.985 < summary['weights']['sparsity'] < 0.995
+    assert json.loads((out / 'prune' / 'summary.json').read_text())['steps'] == 9
+    assert not list(out.rglob('*.tmp'))
+
+
+def test_mobilenet_global_k_ema_bf16_mixup(runs):
+    out = runs / 'mobilenet'
+    pretrain, prune, finetune = (load_file(out / s / 'model.safetensors') for s in ('pretrain', 'prune', 'finetune'))
+    assert prune['conv_stem.weight'].shape == (32, 3, 3, 3)
+    kept = {name: int(m.sum()) for name, m in masks(prune).items()}
+    total = sum(m.numel() for m in masks(prune).values())
+    assert sum(kept.values()) == kept_count(total, 0.1)  # one global threshold ...
+    assert len({round(kept[n] / masks(prune)[n].numel(), 3) for n in kept}) > 3  # ... so layers differ
+    for name in kept:
+        assert torch.equal(prune[f'{name}.weight'], pretrain[f'{name}.weight'])
+        assert torch.equal(masks(finetune)[name], masks(prune)[name])
+    assert (out / 'pretrain' / 'model_ema.safetensors').exists() and (out / 'finetune' / 'model_ema.safetensors').exists()
+    assert not (out / 'prune' / 'model_ema.safetensors').exists()  # EMA of scores is not a thing
+    summary = json.loads((out / 'finetune' / 'summary.json').read_text())
+    assert summary['ema_top1'] is not None and summary['cifar_stem'] is True
+
+
+def test_evaluate_reads_the_baked_output(runs, tmp_path):
+    report = tmp_path / 'eval.json'
+    result = subprocess.run([sys.executable, 'recipes/evaluate.py', '--model', 'mobilenetv2_100', '--cifar_stem',
+                             '--num_classes', '10', '--checkpoint', str(runs / 'mobilenet' / 'finetune' /
+                                                                        'model_baked.safetensors'),
+                             '--max_batches', '1', '--batch_size', '8', '--no_latency', '--output', str(report)],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    _ok(result)
+    data = json.loads(report.read_text())
+    summary = json.loads((runs / 'mobilenet' / 'finetune' / 'summary.json').read_text())
+    assert data['weights']['nonzero'] == summary['weights']['nonzero']
+    assert data['input_size'] == [3, 32, 32]
+
+
+def test_resume_after_kill_gives_the_same_weights(runs, tmp_path):
+    reference = runs / 'prdarts'
+    killed = tmp_path / 'killed'
+    cmd = train_cmd(killed, '--max_steps_per_epoch', '3', '--pretrain_epochs', '2', '--prune_epochs', '3',
+                    '--drop_path_rate', '0.2')
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (killed / 'prune' / 'checkpoints' / 'step_00000002').exists():  # kill inside the prune stage
+        assert proc.poll() is None and time.time() < deadline, 'training ended before it could be killed'
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / 'pretrain' / 'summary.json').exists() and not (killed / 'prune' / 'summary.json').exists()
+    resumed = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    _ok(resumed)
+    assert 'resumed prune from' in resumed.stdout + resumed.stderr
+    for stage in ('prune', 'finetune'):
+        assert load_file(killed / stage / 'model.safetensors').keys() == load_file(
+            reference / stage / 'model.safetensors').keys()
+        for key, value in load_file(reference / stage / 'model.safetensors').items():
+            assert torch.equal(load_file(killed / stage / 'model.safetensors')[key], value), (stage, key)
+    for stage in ('prune', 'finetune'):
+        history = [json.loads((d / stage / 'summary.json').read_text())['history'] for d in (killed, reference)]
+        assert history[0] == history[1]
+
+
+def test_two_gloo_processes_give_identical_weights(tmp_path):
+    out = tmp_path / 'ddp'
+    result = subprocess.run(train_cmd(out, launcher=[*LAUNCH, '--multi_gpu', '--num_processes', '2',
+                                                     '--main_process_port', _free_port()]),
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    _ok(result)
+    for stage in ('pretrain', 'prune', 'finetune'):
+        ranks = json.loads((out / stage / 'ranks.json').read_text())
+        assert [r['rank'] for r in ranks] == [0, 1]
+        assert ranks[0]['state_sha256'] == ranks[1]['state_sha256'], stage
+        assert json.loads((out / stage / 'summary.json').read_text())['num_processes'] == 2
+
+
+def _fails(result, *fragments):
+    assert result.returncode != 0
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+
+
+def test_bad_input_is_a_clear_error(runs, tmp_path):
+    prune_out = str(runs / 'prdarts' / 'prune' / 'model.safetensors')
+    (tmp_path / 'corrupt.safetensors').write_bytes(b'\x00' * 64)
+    before = {p: p.read_bytes() for p in (runs / 'prdarts').rglob('*') if p.is_file()}
+    results = run_all(dict(
+        unknown_model=train_cmd(tmp_path / 'a', '--model', 'mobilenetv2_1000'),
+        no_source=train_cmd(tmp_path / 'b', '--stages', '[prune]'),
+        missing_source=train_cmd(tmp_path / 'c', '--stages', '[prune, finetune]', '--source',
+                                 str(tmp_path / 'nope.safetensors')),
+        other_architecture=train_cmd(tmp_path / 'd', '--stages', '[finetune]', '--source', prune_out, '--model',
+                                     'darts_v2_c10_mini'),
+        other_k=train_cmd(tmp_path / 'e', '--stages', '[finetune]', '--source', prune_out, '--k', '0.1'),
+        corrupt=train_cmd(tmp_path / 'f', '--stages', '[finetune]', '--source', str(tmp_path / 'corrupt.safetensors')),
+        overwrite=train_cmd(runs / 'prdarts'),
+    ))
+    _fails(results['unknown_model'], 'ModelError', "timm does not know a model named 'mobilenetv2_1000'",
+           'mobilenetv2_100')
+    _fails(results['no_source'], 'CheckpointError', '--stages [pretrain, prune]', '--source')
+    _fails(results['missing_source'], 'CheckpointError', 'nope.safetensors', 'does not exist', '--source')
+    _fails(results['other_architecture'], 'CheckpointError', 'does not match the model', 'missing key(s)', '--model')
+    _fails(results['other_k'], 'CheckpointError', 'pruned at another k', 'k=0.1 keeps', 'prune again at k=0.1')
+    _fails(results['corrupt'], 'CheckpointError', 'cannot read checkpoint', 'corrupt')
+    _fails(results['overwrite'], 'ConfigError', 'already holds a training run', '--resume')
+    assert {p: p.read_bytes() for p in (runs / 'prdarts').rglob('*') if p.is_file()} == before
+    assert not (tmp_path / 'e' / 'finetune' / 'model.safetensors').exists()
