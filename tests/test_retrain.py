@@ -130,3 +130,12 @@ def test_cifar_stem_refuses_what_it_cannot_adapt():
         adapt_to_cifar(timm.create_model('prdarts_c10_mini', C=4, layers=3))
     with pytest.raises(ModelError, match="Did you mean"):
         create_model('resnet1')
+
+
+def test_genotype_file_builds_cifar_and_imagenet_networks(tmp_path):
+    from prdarts_timm import get_genotype
+    searched = get_genotype('darts_v2')
+    searched.save(tmp_path / 'genotype.json')
+    for name in ('prdarts_c10_mini', 'prdarts_in1k'):
+        model = build_model(config(model=name, genotype=str(tmp_path / 'genotype.json'), auxiliary_weight=0), 10)
+        assert model.genotype == searched

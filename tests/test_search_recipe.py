@@ -27,10 +27,14 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
+def search_cmd(out, *extra, launcher=()):
+    return [*launcher, *([] if launcher else [sys.executable]), 'recipes/search.py', '--cpu', '--output', str(out),
+            *TINY, *extra]
+
+
 def search(out, *extra, launcher=(), timeout=600):
-    cmd = [*launcher, *([] if launcher else [sys.executable]), 'recipes/search.py', '--cpu', '--output', str(out),
-           *TINY, *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(search_cmd(out, *extra, launcher=launcher), cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def final_alpha(out: Path) -> torch.Tensor:
@@ -60,23 +64,24 @@ def test_reduced_main_command_writes_genotype_and_pictures(demo_run):
 
 
 def test_same_seed_same_genotype_and_bitwise_alpha(demo_run, tmp_path):
-    again = tmp_path / 'again'
+    again, other = tmp_path / 'again', tmp_path / 'other_seed'
+    other_run = subprocess.Popen(search_cmd(other, '--seed', '7'), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)  # side by side: one thread each
     result = search(again)
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.equal(final_alpha(again), final_alpha(demo_run))
     assert (again / 'genotype.json').read_text() == (demo_run / 'genotype.json').read_text()
-    other = tmp_path / 'other_seed'
-    assert search(other, '--seed', '7').returncode == 0
+    assert other_run.wait(timeout=600) == 0
     assert not torch.equal(final_alpha(other), final_alpha(demo_run))
 
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     longer = ['--max_steps_per_epoch', '3', '--pretrain_epochs', '2', '--finetune_epochs', '2', '--second_order',
               'true', '--checkpoint_every', '4']
-    full = tmp_path / 'full'
-    assert search(full, *longer).returncode == 0
-    killed = tmp_path / 'killed'
-    cmd = [sys.executable, 'recipes/search.py', '--cpu', '--output', str(killed), *TINY, *longer]
+    full, killed = tmp_path / 'full', tmp_path / 'killed'
+    uninterrupted = subprocess.Popen(search_cmd(full, *longer), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)  # side by side with the killed run
+    cmd = search_cmd(killed, *longer)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
@@ -89,6 +94,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     resumed = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'resumed from' in resumed.stdout + resumed.stderr
+    assert uninterrupted.wait(timeout=600) == 0
     assert torch.equal(final_alpha(killed), final_alpha(full))
     assert (killed / 'genotype.json').read_text() == (full / 'genotype.json').read_text()
 
