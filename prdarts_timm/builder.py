@@ -26,11 +26,14 @@ class ModelError(ValueError):
     """A model request that cannot be built; the message names the fix."""
 
 
-def create_model(name: str, cifar_stem: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(name, **kwargs)`` (no pretrained weights), then :func:`adapt_to_cifar` if asked,
-    with clear errors for an unknown name or an argument the model does not take."""
+def create_model(name: str, cifar_stem: bool = False, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained, **kwargs)``, then :func:`adapt_to_cifar` if asked, with clear
+    errors for an unknown name or an argument the model does not take."""
+    if pretrained and cifar_stem:
+        raise ModelError('cifar_stem changes the stem, so ImageNet weights would not fit it: use pretrained or '
+                         'cifar_stem, not both')
     try:
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as e:
         if not str(e).startswith('Unknown model'):
             raise

@@ -9,6 +9,7 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
@@ -140,3 +141,22 @@ def measure_latency(
     p90 = statistics.quantiles(times, n=10, method='inclusive')[-1] if len(times) > 1 else times[0]
     return dict(median_ms=statistics.median(times), p90_ms=p90, threads=threads, batch_size=batch_size,
                 repeats=repeats)
+
+
+def cpu_name() -> str:
+    """The CPU model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    import platform
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_description(device: torch.device) -> str:
+    """What a run ran on, for reports: the GPU name, or the CPU and its torch thread count."""
+    if device.type == 'cuda':
+        return f'{torch.cuda.get_device_name(device)} (CUDA)'
+    return f'{cpu_name()}, {torch.get_num_threads()} torch thread(s) per process'

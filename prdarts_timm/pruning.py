@@ -1,7 +1,7 @@
 """Model-level pruning state shared by the search and the retraining: k, modes, score init."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -21,11 +21,13 @@ def _layers(model: nn.Module):
     return layers
 
 
-def set_pruning(model: nn.Module, mode: str, k: Optional[float] = None, global_k: bool = False) -> nn.Module:
+def set_pruning(model: nn.Module, mode: str, k: Optional[float] = None, global_k: bool = False,
+                exclude: Sequence[str] = ()) -> nn.Module:
     """Put every pruned layer of ``model`` in ``mode`` ('dense', 'learn', 'fixed') at kept fraction ``k``.
 
     ``k`` is per layer (each layer keeps its top-k fraction), or one threshold across all layers with
-    ``global_k=True``. 'dense' needs no k. In 'fixed' mode the mask is selected once, here.
+    ``global_k=True`` (layers named by an ``exclude`` prefix then keep k of their own). 'dense' needs no k.
+    In 'fixed' mode the mask is selected once, here.
     """
     if mode not in MODES:
         raise ValueError(f'unknown pruning mode {mode!r}; expected one of {MODES}')
@@ -40,7 +42,7 @@ def set_pruning(model: nn.Module, mode: str, k: Optional[float] = None, global_k
     for layer in layers:
         layer.set_mode(mode)
     if global_k:
-        set_global_k(model, k)
+        set_global_k(model, k, exclude)
     else:
         for layer in layers:
             layer.set_k(k)
@@ -48,18 +50,27 @@ def set_pruning(model: nn.Module, mode: str, k: Optional[float] = None, global_k
 
 
 @torch.no_grad()
-def set_global_k(model: nn.Module, k: float) -> None:
+def set_global_k(model: nn.Module, k: float, exclude: Sequence[str] = ()) -> None:
     """One threshold across all pruned layers: keep the top-k fraction of all ``|scores|`` together.
 
-    Sets each layer's kept count from the current scores; call again to follow moving scores.
+    Sets each layer's kept count from the current scores; call again to follow moving scores. Layers whose
+    name starts with a prefix in ``exclude`` (e.g. a training-only auxiliary head) are left out of the
+    ranking and keep k of their own weights.
     """
-    layers = _layers(model)
-    flat = torch.cat([layer.scores.detach().abs().flatten() for layer in layers])
+    _layers(model)
+    named = [(name, layer) for name, layer in pruned_layers(model)]
+    ranked = [layer for name, layer in named if not name.startswith(tuple(exclude))]
+    for name, layer in named:
+        if name.startswith(tuple(exclude)):
+            layer.set_k(k)
+    if not ranked:
+        raise ValueError(f'exclude={list(exclude)} leaves no layer to rank')
+    flat = torch.cat([layer.scores.detach().abs().flatten() for layer in ranked])
     num_keep = kept_count(flat.numel(), k)
     keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     keep[torch.topk(flat, num_keep, sorted=False).indices] = True
     start = 0
-    for layer in layers:
+    for layer in ranked:
         n = layer.weight.numel()
         layer.set_num_keep(int(keep[start:start + n].sum().item()))
         start += n

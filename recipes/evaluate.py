@@ -23,6 +23,7 @@ markdown table row; ``--output`` writes everything as JSON.
 """
 import argparse
 import copy
+import hashlib
 import platform
 import shlex
 import sys
@@ -42,7 +43,7 @@ from prdarts_timm.builder import ModelError, create_model
 from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from prdarts_timm.data import DatasetError, build_dataset, cifar_transforms
 from prdarts_timm.io import atomic_write_json
-from prdarts_timm.profile import count_macs, measure_latency
+from prdarts_timm.profile import count_macs, cpu_name, measure_latency
 
 MARKDOWN_COLUMNS = ('network', 'sparsity', 'top-1', 'params', 'nonzero', 'dense MACs', 'eff. MACs', 'latency b1')
 LATENCY_BATCHES = (1, 64)
@@ -137,14 +138,12 @@ def accuracy(model: nn.Module, loader: DataLoader, device: torch.device, top5: b
                 correct_top5=correct5 if top5 else None, top5=100.0 * correct5 / max(samples, 1) if top5 else None)
 
 
-def cpu_model_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def human(n: float) -> str:
@@ -196,13 +195,14 @@ def main() -> None:
     latency: Optional[Dict[str, Any]] = None
     if not args.no_latency:
         deployed = bake(copy.deepcopy(model))  # W * m written into the weights: no mask work per forward
-        latency = dict(device='cpu', cpu=cpu_model_name(), threads=args.threads, note='baked copy, dense kernels')
+        latency = dict(device='cpu', cpu=cpu_name(), threads=args.threads, note='baked copy, dense kernels')
         for batch in LATENCY_BATCHES:
             latency[f'batch_{batch}'] = measure_latency(deployed, batch, input_size[-3:], args.threads,
                                                         warmup=args.latency_warmup, repeats=args.latency_repeats)
 
     results: Dict[str, Any] = dict(
-        model=args.model, model_kwargs=kwargs, checkpoint=args.checkpoint, input_size=list(input_size),
+        model=args.model, model_kwargs=kwargs, checkpoint=args.checkpoint,
+        checkpoint_sha256=file_sha256(args.checkpoint) if args.checkpoint else None, input_size=list(input_size),
         dataset=describe_dataset(args, dataset, acc['num_samples']), batch_size=args.batch_size,
         max_batches=args.max_batches, **acc,
         params=count_params(model),
@@ -212,7 +212,7 @@ def main() -> None:
         macs=macs.to_dict(), latency=latency,
         environment=dict(command=shlex.join([sys.executable, *sys.argv]), python=platform.python_version(),
                          torch=torch.__version__, timm=timm.__version__, prdarts_timm=prdarts_timm.__version__,
-                         cpu=cpu_model_name(), threads=args.threads, torch_threads=torch.get_num_threads()),
+                         cpu=cpu_name(), threads=args.threads, torch_threads=torch.get_num_threads()),
     )
     results['markdown_header'], results['markdown_row'] = markdown(results)
     if args.output:

@@ -30,6 +30,7 @@ import copy
 import dataclasses
 import hashlib
 import importlib.util
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from timm.data import Mixup, create_transform, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -58,8 +59,10 @@ from prdarts_timm.checkpoint import (
 from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
 from prdarts_timm.data import DatasetError, SeededTransform, build_dataset, cifar_transforms, shard_indices
 from prdarts_timm.io import atomic_write_json, atomic_write_text
+from prdarts_timm.profile import hardware_description
 from prdarts_timm.retrain import (
-    STAGES, TrainConfig, build_model, prepare_stage, set_drop_path_scale, sync_batchnorm_stats,
+    STAGES, TRAINING_ONLY, TrainConfig, build_model, follow_global_k, prepare_stage, set_drop_path_scale,
+    sync_batchnorm_stats,
 )
 from prdarts_timm.search.architect import average_across_processes
 
@@ -105,12 +108,17 @@ class TrainState:
 
 def parse_args() -> Tuple[argparse.Namespace, TrainConfig]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', default=str(DEFAULT_CONFIG), help='YAML config (default: the CPU demo)')
+    parser.add_argument('--config', default=None,
+                        help="YAML config (default: the run's own config.yaml with --resume, else the CPU demo)")
     parser.add_argument('--resume', action='store_true', help='continue the run in --output from its newest checkpoint')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even where a GPU is present')
     add_config_args(parser, TrainConfig)
     args = parser.parse_args()
-    return args, load_config(TrainConfig, args.config, args)
+    path = args.config
+    if path is None:
+        saved = Path(args.cfg_output or load_config(TrainConfig, str(DEFAULT_CONFIG)).output) / 'config.yaml'
+        path = str(saved) if args.resume and saved.exists() else str(DEFAULT_CONFIG)
+    return args, load_config(TrainConfig, path, args)
 
 
 def plan_stages(config: TrainConfig, resume: bool) -> List[Tuple[str, Optional[Path]]]:
@@ -178,6 +186,30 @@ def loss_fn(config: TrainConfig, num_classes: int):
     return None, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
 
+def build_optimizer(model: nn.Module, stage: str, config: TrainConfig, epochs: int, steps: int):
+    """timm optimizer over what the stage trains (no weight decay on biases / norms) and timm scheduler,
+    stepped per update; an unknown ``opt`` / ``sched`` name is a :class:`ConfigError`."""
+    no_decay = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else ()
+    groups = param_groups_weight_decay(model, config.weight_decay, no_weight_decay_list=no_decay)
+    try:
+        optimizer = create_optimizer_v2(groups, opt=config.opt, lr=config.lr(stage), weight_decay=config.weight_decay,
+                                        momentum=config.momentum)
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(f'opt {config.opt!r}: {e} (any timm.optim.list_optimizers() name, e.g. momentum, '
+                          'sgd, adamw)') from None
+    try:
+        scheduler, _ = create_scheduler_v2(optimizer, sched=config.sched, num_epochs=max(epochs, 1),
+                                           warmup_epochs=config.warmup_epochs, min_lr=config.min_lr,
+                                           step_on_epochs=False, updates_per_epoch=steps)
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(f'sched {config.sched!r}: {e} (timm scheduler names: cosine, step, multistep, tanh, '
+                          'poly, plateau)') from None
+    if scheduler is None:
+        raise ConfigError(f'sched {config.sched!r} is not a timm scheduler name (cosine, step, multistep, tanh, '
+                          'poly, plateau)')
+    return optimizer, scheduler
+
+
 def train_step(model: nn.Module, batch, state: TrainState, config: TrainConfig, criterion, mixup,
                accelerator: Accelerator) -> float:
     """Forward (with the auxiliary loss where the model has one), backward, gradients averaged across
@@ -234,6 +266,13 @@ def evaluate(model: nn.Module, dataset: Dataset, config: TrainConfig, accelerato
     return dict(top1=100.0 * correct / max(seen, 1), loss=loss_sum / max(seen, 1), num_images=int(seen))
 
 
+def sync_models(state: TrainState) -> None:
+    """BN statistics averaged across processes, in the model and its EMA."""
+    sync_batchnorm_stats(state.model)
+    if state.ema is not None:
+        sync_batchnorm_stats(state.ema.module)
+
+
 def state_sha256(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -242,18 +281,25 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def check_ranks_agree(model: nn.Module, folder: Path, accelerator: Accelerator) -> None:
-    """Every rank must end a stage with the same state dict (bitwise); writes ``ranks.json``, raises if not."""
-    mine = dict(rank=accelerator.process_index, state_sha256=state_sha256(model))
+def check_ranks_agree(state: TrainState, folder: Path, accelerator: Accelerator) -> None:
+    """Every rank must end a stage with the same state dict, and EMA (bitwise); writes ``ranks.json``,
+    raises if not."""
+    mine = dict(rank=accelerator.process_index, state_sha256=state_sha256(state.model),
+                ema_sha256=state_sha256(state.ema.module) if state.ema is not None else None)
     ranks = [mine]
     if accelerator.num_processes > 1:
         ranks = [None] * accelerator.num_processes
         dist.all_gather_object(ranks, mine)
     if accelerator.is_main_process:
         atomic_write_json(folder / 'ranks.json', ranks)
-    if any(r['state_sha256'] != ranks[0]['state_sha256'] for r in ranks):
+    if any(r['state_sha256'] != ranks[0]['state_sha256'] or r['ema_sha256'] != ranks[0]['ema_sha256'] for r in ranks):
         raise RuntimeError(f'the model differs across ranks (see {folder / "ranks.json"}): distributed training '
                            'is broken')
+
+
+def launch_command(accelerator: Accelerator) -> str:
+    processes = f' --multi_gpu --num_processes {accelerator.num_processes}' if accelerator.num_processes > 1 else ''
+    return f'accelerate launch{processes} {shlex.join(sys.argv)}'
 
 
 def write_outputs(state: TrainState, config: TrainConfig, folder: Path, source: Optional[Path],
@@ -267,15 +313,17 @@ def write_outputs(state: TrainState, config: TrainConfig, folder: Path, source: 
     if state.ema is not None:
         save_safetensors(state.ema.module.state_dict(), folder / 'model_ema.safetensors', metadata=meta)
     if state.stage == 'finetune':  # the inference network: masks baked in, no auxiliary head
-        baked = {k: v for k, v in bake(copy.deepcopy(model)).state_dict().items() if not k.startswith('aux_head.')}
+        baked = {k: v for k, v in bake(copy.deepcopy(model)).state_dict().items() if not k.startswith(TRAINING_ONLY)}
         save_safetensors(baked, folder / 'model_baked.safetensors', metadata=dict(meta, baked='true'))
     report = sparsity_report(model)
-    report.layers = [layer for layer in report.layers if not layer.name.startswith('aux_head.')]
+    report.layers = [layer for layer in report.layers if not layer.name.startswith(TRAINING_ONLY)]
     atomic_write_json(folder / 'summary.json', dict(
         stage=state.stage, model=config.model, model_args=config.model_args(model.num_classes),
-        cifar_stem=config.cifar_stem, k=config.k if state.stage != 'pretrain' else 1.0, global_k=config.global_k,
-        source=str(source) if source else None, epochs=config.epochs(state.stage), steps=state.stage_step,
-        num_processes=accelerator.num_processes, seconds=round(seconds, 1),
+        cifar_stem=config.cifar_stem, k=config.k if state.stage != 'pretrain' else 1.0,
+        global_k=config.global_k, source=str(source) if source else ('pretrained' if config.pretrained else None), epochs=config.epochs(state.stage), steps=state.stage_step,
+        num_processes=accelerator.num_processes, global_batch=config.batch_size * accelerator.num_processes,
+        seconds=round(seconds, 1), hardware=hardware_description(accelerator.device),
+        command=launch_command(accelerator),
         top1=state.history[-1]['top1'] if state.history else None,
         ema_top1=state.history[-1].get('ema_top1') if state.history else None,
         weights=dict(total=report.total, nonzero=report.nonzero, sparsity=report.sparsity),
@@ -288,9 +336,11 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     folder = out / stage
     stage_index = STAGES.index(stage)
     set_seed(config.seed + stage_index)
-    source = source_for(stage, config)
+    from_pretrained = config.pretrained and stage == config.stages[0]
+    source = None if from_pretrained else source_for(stage, config)
     model = build_model(config, num_classes=len(train_set.classes))
-    prepare_stage(model, stage, config, read_source(stage, source), str(source))
+    prepare_stage(model, stage, config, None if from_pretrained else read_source(stage, source), str(source),
+                  pretrained=from_pretrained)
     model.to(accelerator.device)
     if dist.is_available() and dist.is_initialized():
         for tensor in list(model.parameters()) + list(model.buffers()):
@@ -308,11 +358,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     epochs = config.epochs(stage)
 
     state.stage, state.model = stage, model
-    state.optimizer = create_optimizer_v2(model, opt=config.opt, lr=config.lr(stage), weight_decay=config.weight_decay,
-                                          momentum=config.momentum)
-    state.scheduler, _ = create_scheduler_v2(state.optimizer, sched=config.sched, num_epochs=max(epochs, 1),
-                                             warmup_epochs=config.warmup_epochs, min_lr=config.min_lr,
-                                             step_on_epochs=False, updates_per_epoch=steps)
+    state.optimizer, state.scheduler = build_optimizer(model, stage, config, epochs, steps)
     state.ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema and stage != 'prune' else None
     state.epoch = state.step = state.stage_step = 0
     state.history, state.epoch_losses = [], []
@@ -321,8 +367,9 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
         accelerator.load_state(str(resume_from))
         accelerator.print(f'resumed {stage} from {resume_from} (epoch {state.epoch}, step {state.step})')
     trainable = sum(p.numel() for g in state.optimizer.param_groups for p in g['params'])
+    start = 'its pretrained weights' if from_pretrained else f'k={config.k if stage != "pretrain" else 1}, source {source}'
     accelerator.print(f'[{stage}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
-                      f'parameters, k={config.k if stage != "pretrain" else 1}, source {source}')
+                      f'parameters, {start}')
 
     started, drop_path_base = time.time(), {}
     while state.epoch < epochs:
@@ -339,6 +386,8 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
             loss = train_step(model, (x.to(accelerator.device), y.to(accelerator.device)), state, config,
                               criterion, mixup, accelerator)
             state.epoch_losses.append(loss)
+            if stage == 'prune':
+                follow_global_k(model, config)
             state.step += 1
             state.stage_step += 1
             state.scheduler.step_update(state.stage_step)
@@ -350,12 +399,14 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
                 accelerator.log({f'{stage}/loss': loss, f'{stage}/lr': state.optimizer.param_groups[0]['lr']},
                                 step=stage_index * 10**9 + state.stage_step)
             if state.stage_step % config.checkpoint_every == 0:
-                sync_batchnorm_stats(model)
+                sync_models(state)
                 save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
         bar.close()
-        sync_batchnorm_stats(model)
+        sync_models(state)
+        train_loss = average_across_processes([torch.tensor(float(np.mean(state.epoch_losses or [0.0])),
+                                                            device=accelerator.device)])[0].item()
         record = dict(epoch=state.epoch, steps=state.stage_step,
-                      train_loss=float(np.mean(state.epoch_losses)) if state.epoch_losses else None, **evaluate(model, eval_set, config,
+                      train_loss=train_loss if state.epoch_losses else None, **evaluate(model, eval_set, config,
                                                                                        accelerator))
         if state.ema is not None:
             record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
@@ -367,7 +418,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
         state.epoch += 1
         state.step, state.epoch_losses = 0, []
     save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
-    check_ranks_agree(model, folder, accelerator)
+    check_ranks_agree(state, folder, accelerator)
     write_outputs(state, config, folder, source, time.time() - started, accelerator)
     accelerator.wait_for_everyone()
     accelerator.print(f'[{stage}] done: {folder / "model.safetensors"}')
@@ -381,6 +432,10 @@ def main() -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not args.resume:
         atomic_write_text(Path(config.output) / 'config.yaml', config_to_yaml(config))
+        atomic_write_json(Path(config.output) / 'launch.json', dict(
+            num_processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type),
+            mixed_precision=accelerator.mixed_precision, device=str(accelerator.device),
+            hardware=hardware_description(accelerator.device), command=launch_command(accelerator)))
     train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
     eval_set = build_dataset(config.data_source, config.eval_split, root=config.data_root, download=config.download)
     state = TrainState(accelerator.num_processes)

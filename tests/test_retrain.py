@@ -8,7 +8,9 @@ from prdarts_timm import kept_count, pruned_layers
 from prdarts_timm.builder import ModelError, adapt_to_cifar, create_model
 from prdarts_timm.checkpoint import CheckpointError
 from prdarts_timm.config import ConfigError, load_config
-from prdarts_timm.retrain import TrainConfig, build_model, check_kept_fraction, prepare_stage, set_drop_path_scale
+from prdarts_timm.retrain import (
+    TrainConfig, build_model, check_kept_fraction, follow_global_k, prepare_stage, set_drop_path_scale,
+)
 
 TINY = dict(model='prdarts_c10_mini', model_kwargs=dict(C=4, layers=3))
 
@@ -62,21 +64,33 @@ def test_prepare_stage_refuses_wrong_sources():
                       pruned.state_dict(), 'x')
 
 
-def test_global_k_is_checked_as_a_total():
+def test_global_k_ranks_the_inference_network_and_follows_the_scores():
     cfg = config(k=0.1, global_k=True)
     model = build_model(cfg, 10)
     prepare_stage(model, 'prune', cfg, build_model(cfg, 10).state_dict(), 'x')
     check_kept_fraction(model, 0.1, True)
-    layers = [layer for _, layer in pruned_layers(model)]
-    assert sum(layer.num_keep for layer in layers) == kept_count(sum(l.weight.numel() for l in layers), 0.1)
+    ranked = [layer for name, layer in pruned_layers(model) if not name.startswith('aux_head.')]
+    aux = [layer for name, layer in pruned_layers(model) if name.startswith('aux_head.')]
+    assert aux and all(layer.num_keep == kept_count(layer.weight.numel(), 0.1) for layer in aux)
+    assert sum(layer.num_keep for layer in ranked) == kept_count(sum(l.weight.numel() for l in ranked), 0.1)
     with pytest.raises(CheckpointError, match='per layer'):
         check_kept_fraction(model, 0.1, False)
+    before = ranked[0].num_keep
+    with torch.no_grad():
+        ranked[0].scores.mul_(1000)  # this layer's scores now outrank every other layer's
+    follow_global_k(model, cfg)
+    assert ranked[0].num_keep == min(ranked[0].weight.numel(), kept_count(sum(l.weight.numel() for l in ranked), 0.1))
+    assert ranked[0].num_keep > before
+    check_kept_fraction(model, 0.1, True)
 
 
 def test_config_validation(tmp_path):
     for bad, match in [(dict(stages=['finetune', 'prune']), 'stages must be'), (dict(stages=[]), 'stages must be'),
                        (dict(k=1.5), 'fraction of weights KEPT'), (dict(mixed_precision='fp16'), 'bf16'),
-                       (dict(model_ema_decay=1.0), 'model_ema_decay'), (dict(cutout=-1), 'cutout')]:
+                       (dict(model_ema_decay=1.0), 'model_ema_decay'), (dict(cutout=-1), 'cutout'),
+                       (dict(mixup=0.2, batch_size=7), 'batch_size must be even'),
+                       (dict(pretrained=True), 'auxiliary_weight 0'),
+                       (dict(pretrained=True, auxiliary_weight=0, source='x'), 'set one of them')]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**bad)
     file = tmp_path / 'c.yaml'

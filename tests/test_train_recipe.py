@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prdarts_timm import kept_count
+from prdarts_timm import kept_count, topk_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--batch_size', '8', '--max_steps_per_epoch', '2', '--pretrain_epochs', '1', '--prune_epochs', '1',
@@ -81,12 +81,15 @@ def test_prdarts_three_stages(runs):
     for key, value in pretrain.items():
         if not key.endswith(('.scores', '.mask', 'running_mean', 'running_var', 'num_batches_tracked')):
             assert torch.equal(prune[key], value), key
-    assert any(not torch.equal(prune[k], pretrain[k]) for k in prune if k.endswith('.scores'))  # scores learned
+    # the scores were learned: the final masks are not the magnitude pruning the stage started from
+    magnitude = {name: topk_mask(pretrain[f'{name}.weight'], kept_count(mask.numel(), 0.01))
+                 for name, mask in masks(prune).items()}
+    assert sum(not torch.equal(mask, magnitude[name]) for name, mask in masks(prune).items()) >= 3
     # finetune: the prune stage's mask, untouched; the kept weights trained
     assert masks(finetune).keys() == masks(prune).keys()
     for name, mask in masks(finetune).items():
         assert torch.equal(mask, masks(prune)[name]), name
-    assert any(not torch.equal(finetune[k], prune[k]) for k in finetune if k.endswith('.weight'))
+    assert sum(not torch.equal(finetune[f'{n}.weight'], prune[f'{n}.weight']) for n in masks(prune)) >= 3
     # baked: W * mask, pruned weights exact zeros, no scores / masks / auxiliary head
     baked = load_file(out / 'finetune' / 'model_baked.safetensors')
     assert not any(k.endswith(('.scores', '.mask')) or k.startswith('aux_head.') for k in baked)
@@ -110,6 +113,11 @@ def test_mobilenet_global_k_ema_bf16_mixup(runs):
     total = sum(m.numel() for m in masks(prune).values())
     assert sum(kept.values()) == kept_count(total, 0.1)  # one global threshold ...
     assert len({round(kept[n] / masks(prune)[n].numel(), 3) for n in kept}) > 3  # ... so layers differ
+    # ... over the final scores (the per-layer counts followed the scores while they were learned)
+    names = list(masks(prune))
+    flat = torch.cat([prune[f'{n}.scores'].abs().flatten() for n in names])
+    threshold = torch.topk(flat, kept_count(total, 0.1)).values.min()
+    assert {n: int((prune[f'{n}.scores'].abs() >= threshold).sum()) for n in names} == kept
     for name in kept:
         assert torch.equal(prune[f'{name}.weight'], pretrain[f'{name}.weight'])
         assert torch.equal(masks(finetune)[name], masks(prune)[name])
@@ -133,6 +141,33 @@ def test_evaluate_reads_the_baked_output(runs, tmp_path):
     assert data['input_size'] == [3, 32, 32]
 
 
+def test_evaluate_export_and_dry_run_push(runs, tmp_path):
+    baked = runs / 'prdarts' / 'finetune' / 'model_baked.safetensors'
+    evaluation, hub = tmp_path / 'eval.json', tmp_path / 'hub'
+    steps = [
+        ['recipes/evaluate.py', '--model', 'prdarts_c10_mini', '--checkpoint', str(baked), '--max_batches', '1',
+         '--batch_size', '16', '--latency_warmup', '1', '--latency_repeats', '2', '--output', str(evaluation)],
+        ['recipes/export.py', '--run', str(runs / 'prdarts'), '--evaluation', str(evaluation), '--name',
+         'prdarts_c10_mini.sp99_cifar10', '--hub_id', 'prdarts-test/prdarts_c10_mini', '--output', str(hub)],
+        ['recipes/push_to_hub.py', '--folder', str(hub), '--repo_id', 'prdarts-test/prdarts_c10_mini', '--dry-run'],
+    ]
+    results = [subprocess.run([sys.executable, *step], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+               for step in steps]
+    for result in results:
+        _ok(result)
+    listed = results[2].stdout
+    for name in ('config.json', 'model.safetensors', 'README.md', 'train_config.yaml', 'launch.json',
+                 'evaluation.json'):
+        assert f'  {name}  ' in listed
+    card = (hub / 'README.md').read_text()
+    data = json.loads(evaluation.read_text())
+    assert f'value: {data["top1"]:.2f}' in card and data['markdown_row'] in card
+    assert 'pretrain: 2 epoch(s), 6 steps of 8 images' in card
+    again = subprocess.run([sys.executable, *steps[1]], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                           timeout=300)
+    _fails(again, 'HubError', 'already exists', '--overwrite')
+
+
 def test_resume_after_kill_gives_the_same_weights(runs, tmp_path):
     reference = runs / 'prdarts'
     killed = tmp_path / 'killed'
@@ -147,7 +182,8 @@ def test_resume_after_kill_gives_the_same_weights(runs, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (killed / 'pretrain' / 'summary.json').exists() and not (killed / 'prune' / 'summary.json').exists()
-    resumed = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, 'recipes/train.py', '--cpu', '--output', str(killed), '--resume'],
+                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)  # its own config.yaml
     _ok(resumed)
     assert 'resumed prune from' in resumed.stdout + resumed.stderr
     for stage in ('prune', 'finetune'):
@@ -194,6 +230,7 @@ def test_bad_input_is_a_clear_error(runs, tmp_path):
         other_k=train_cmd(tmp_path / 'e', '--stages', '[finetune]', '--source', prune_out, '--k', '0.1'),
         corrupt=train_cmd(tmp_path / 'f', '--stages', '[finetune]', '--source', str(tmp_path / 'corrupt.safetensors')),
         overwrite=train_cmd(runs / 'prdarts'),
+        unknown_opt=train_cmd(tmp_path / 'g', '--opt', 'sgdd'),
     ))
     _fails(results['unknown_model'], 'ModelError', "timm does not know a model named 'mobilenetv2_1000'",
            'mobilenetv2_100')
@@ -202,6 +239,7 @@ def test_bad_input_is_a_clear_error(runs, tmp_path):
     _fails(results['other_architecture'], 'CheckpointError', 'does not match the model', 'missing key(s)', '--model')
     _fails(results['other_k'], 'CheckpointError', 'pruned at another k', 'k=0.1 keeps', 'prune again at k=0.1')
     _fails(results['corrupt'], 'CheckpointError', 'cannot read checkpoint', 'corrupt')
+    _fails(results['unknown_opt'], 'ConfigError', "opt 'sgdd'", 'list_optimizers')
     _fails(results['overwrite'], 'ConfigError', 'already holds a training run', '--resume')
     assert {p: p.read_bytes() for p in (runs / 'prdarts').rglob('*') if p.is_file()} == before
     assert not (tmp_path / 'e' / 'finetune' / 'model.safetensors').exists()

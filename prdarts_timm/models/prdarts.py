@@ -130,6 +130,9 @@ class PRDarts(nn.Module):
             raise ValueError(f'need C >= 1 and layers >= 3 (two reduction cells and a normal one), got C={C}, '
                              f'layers={layers}')
         self.genotype = get_genotype(genotype)
+        # everything the architecture needs, JSON-ready: an exported config.json carries it as model_args
+        self.arch_args = dict(genotype=self.genotype.to_dict(), C=C, layers=layers, stem_type=stem_type,
+                              stem_multiplier=stem_multiplier)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
@@ -336,9 +339,32 @@ def _create_prdarts(variant: str, pretrained: bool = False, **kwargs) -> PRDarts
     num_features = 5 if kwargs.get('stem_type') == 'imagenet' else 4
     return build_model_with_cfg(
         PRDarts, variant, pretrained,
+        pretrained_filter_fn=_check_pretrained,
         feature_cfg=dict(feature_cls='hook', no_rewrite=True, out_indices=tuple(range(num_features))),
         **kwargs,
     )
+
+
+def _check_pretrained(state_dict: Dict[str, torch.Tensor], model: 'PRDarts') -> Dict[str, torch.Tensor]:
+    """Pretrained weights must fit the architecture (classifier aside: timm swaps it for another class
+    count); a mismatch is a clear error rather than torch's list of size mismatches."""
+    from ..checkpoint import CheckpointError
+    own = model.state_dict()
+    pruning = ('.scores', '.mask')
+    wrong = [k for k, v in state_dict.items() if not k.startswith('classifier.') and k in own
+             and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state_dict and not k.endswith(pruning) and not k.startswith(
+        ('classifier.', 'aux_head.'))]
+    unexpected = [k for k in state_dict if k not in own and not k.endswith(pruning)]
+    if wrong or missing or unexpected:
+        shown = wrong[:2] or missing[:2] or unexpected[:2]
+        raise CheckpointError(
+            f'the pretrained weights do not fit this {type(model).__name__} ({len(wrong)} shape mismatch(es), '
+            f'{len(missing)} missing and {len(unexpected)} unexpected key(s), e.g. {shown}). They were exported '
+            'for another genotype / C / layers: create the model from its folder (hf-hub:org/name or '
+            'local-dir:path, whose config.json carries the architecture) or pass the model_args of that '
+            'config.json')
+    return state_dict
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:

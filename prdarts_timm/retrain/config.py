@@ -18,7 +18,8 @@ class TrainConfig:
     stages: List[str] = field(default_factory=lambda: list(STAGES))
     source: Optional[str] = None  # checkpoint the first stage starts from (default: the previous stage's output)
     # model
-    model: str = 'prdarts_c10_mini'  # any timm.create_model name
+    model: str = 'prdarts_c10_mini'  # any timm.create_model name (also hf-hub:org/name, local-dir:folder)
+    pretrained: bool = False  # the first stage starts from the model's pretrained weights (new head if needed)
     genotype: Optional[str] = None  # PR-DARTS models: a shipped genotype name or a search's genotype.json
     model_kwargs: Dict[str, Any] = field(default_factory=dict)  # more create_model kwargs (C, layers, ...)
     num_classes: Optional[int] = None  # default: the number of classes of the data
@@ -86,6 +87,13 @@ class TrainConfig:
                      'grad_clip', 'weight_decay'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise ValueError(f'mixup / cutmix mix pairs of images: batch_size must be even, got {self.batch_size}')
+        if self.pretrained and self.source:
+            raise ValueError('pretrained and source both say where the first stage starts: set one of them')
+        if self.pretrained and self.auxiliary_weight > 0:
+            raise ValueError('pretrained weights come without the auxiliary head (it is training only): set '
+                             'auxiliary_weight 0 to fine-tune from them')
         if not 0 < self.model_ema_decay < 1:
             raise ValueError(f'model_ema_decay must be in (0, 1), got {self.model_ema_decay}')
 

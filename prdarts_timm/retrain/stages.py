@@ -20,14 +20,17 @@ from ..builder import create_model
 from ..checkpoint import CheckpointError, load_state_dict_checked
 from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
-from ..pruning import init_scores_scaled, set_pruning
+from ..pruning import init_scores_scaled, set_global_k, set_pruning
 from ..search.architect import average_across_processes
 from .config import TrainConfig
 
-__all__ = ['build_model', 'prepare_stage', 'check_kept_fraction', 'set_drop_path_scale', 'sync_batchnorm_stats']
+__all__ = ['build_model', 'prepare_stage', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
+           'sync_batchnorm_stats', 'TRAINING_ONLY']
+
+TRAINING_ONLY = ('aux_head.',)  # layers the inference network drops: pruned per layer, never in a global ranking
 
 SOURCE_HINT = ('build the model the source was trained with: the same --model, --model_kwargs, --genotype, '
-               '--num_classes and --cifar_stem')
+               '--num_classes, --cifar_stem and --auxiliary_weight (0 or not: the auxiliary head)')
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -37,23 +40,28 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     if kwargs.get('auxiliary') and timm.is_model(arch) and arch not in timm.list_models(module='prdarts'):
         raise ConfigError(f'{config.model} has no auxiliary head: set auxiliary_weight 0 (the auxiliary loss '
                           'applies to the PR-DARTS models)')
-    return convert_to_pruned(create_model(config.model, cifar_stem=config.cifar_stem, **kwargs))
+    return convert_to_pruned(create_model(config.model, cifar_stem=config.cifar_stem, pretrained=config.pretrained,
+                                          **kwargs))
 
 
 def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
-                  source: Optional[Dict[str, torch.Tensor]] = None, source_name: str = '') -> None:
-    """Put a freshly built ``model`` in the state ``stage`` trains, starting from the ``source`` state dict.
+                  source: Optional[Dict[str, torch.Tensor]] = None, source_name: str = '',
+                  pretrained: bool = False) -> None:
+    """Put a freshly built ``model`` in the state ``stage`` trains, starting from the ``source`` state dict,
+    or (``pretrained=True``) from the weights the model was created with: then pretrain releases their
+    masks (dense fine-tuning) and finetune keeps them as the zeros give them (sparse fine-tuning), whatever
+    k they have; a new classifier stays dense.
 
     Raises:
         CheckpointError: no source for prune / finetune; a source of another architecture; a pruned source
             for prune; a source pruned at another k (or per layer vs global) for finetune.
     """
-    if stage != 'pretrain' and source is None:
+    if stage != 'pretrain' and source is None and not pretrained:
         raise CheckpointError(f'{stage} starts from a checkpoint: pass source')
     if source is not None:
         load_state_dict_checked(model, source, source_name, hints=[SOURCE_HINT])
     layers = [layer for _, layer in pruned_layers(model)]
-    if stage in ('pretrain', 'prune'):
+    if stage == 'prune' or (stage == 'pretrain' and not pretrained):
         pruned = [name for name, layer in pruned_layers(model) if layer.num_keep < layer.weight.numel()]
         if pruned:
             raise CheckpointError(
@@ -64,12 +72,13 @@ def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
         set_pruning(model, 'dense')
     elif stage == 'prune':
         init_scores_scaled(model)
-        set_pruning(model, 'learn', k=config.k, global_k=config.global_k)
+        set_pruning(model, 'learn', k=config.k, global_k=config.global_k, exclude=TRAINING_ONLY)
         scores = {id(layer.scores) for layer in layers}
         for p in model.parameters():
             p.requires_grad_(id(p) in scores)
     else:
-        check_kept_fraction(model, config.k, config.global_k, source_name)
+        if not pretrained:
+            check_kept_fraction(model, config.k, config.global_k, source_name)
         # loading a pruned state dict put the pruned layers in 'fixed' mode with the saved masks
         for p in model.parameters():
             p.requires_grad_(True)
@@ -77,23 +86,35 @@ def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
             layer.scores.requires_grad_(False)
 
 
+def follow_global_k(model: nn.Module, config: TrainConfig) -> None:
+    """With ``global_k``, re-rank all scores after a prune step: the per-layer counts follow the scores."""
+    if config.global_k:
+        set_global_k(model, config.k, exclude=TRAINING_ONLY)
+
+
 def check_kept_fraction(model: nn.Module, k: float, global_k: bool, source_name: str = '') -> None:
-    """Raise a :class:`CheckpointError` unless the masks keep exactly what ``k`` (per layer or global) keeps."""
+    """Raise a :class:`CheckpointError` unless the masks keep exactly what ``k`` (per layer, or global over
+    the inference network's layers with the training-only ones per layer) keeps."""
     layers = [(name, layer) for name, layer in pruned_layers(model)]
+    ranked = [(n, layer) for n, layer in layers if not (global_k and n.startswith(TRAINING_ONLY))]
+    per_layer = [(n, layer) for n, layer in layers if not global_k or n.startswith(TRAINING_ONLY)]
     kept = sum(layer.num_keep for _, layer in layers)
     total = sum(layer.weight.numel() for _, layer in layers)
-    if global_k:
-        if kept == kept_count(total, k):
-            return
-        wrong = f'keeps {kept} of {total} weights, global k={k} keeps {kept_count(total, k)}'
-    else:
-        off = [(name, layer.num_keep, kept_count(layer.weight.numel(), k)) for name, layer in layers
-               if layer.num_keep != kept_count(layer.weight.numel(), k)]
-        if not off:
-            return
+    wrong = None
+    off = [(name, layer.num_keep, kept_count(layer.weight.numel(), k)) for name, layer in per_layer
+           if layer.num_keep != kept_count(layer.weight.numel(), k)]
+    if off:
         name, have, want = off[0]
         wrong = (f'{len(off)} layer(s) keep another count than k={k} per layer, e.g. {name!r} keeps {have}, '
                  f'k={k} keeps {want}')
+    elif global_k:
+        ranked_kept = sum(layer.num_keep for _, layer in ranked)
+        ranked_total = sum(layer.weight.numel() for _, layer in ranked)
+        if ranked_kept != kept_count(ranked_total, k):
+            wrong = (f'keeps {ranked_kept} of {ranked_total} weights, global k={k} keeps '
+                     f'{kept_count(ranked_total, k)}')
+    if wrong is None:
+        return
     raise CheckpointError(
         f'the source {source_name!r} was pruned at another k: it {wrong} (it keeps {kept / total:.4g} of all '
         f'weights). Finetune with the k and global_k the prune stage used, or prune again at k={k}')

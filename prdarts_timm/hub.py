@@ -1,0 +1,219 @@
+"""Hugging Face Hub folders for pruned networks: export in timm's layout, model cards, checks before upload.
+
+An exported folder holds ``config.json`` (timm's: architecture, num_classes, num_features, global_pool,
+pretrained_cfg, and ``model_args`` with everything the architecture needs, the genotype included),
+``model.safetensors`` (masks baked in: pruned weights are exact zeros, no scores, contiguous tensors),
+``README.md`` (the model card, rendered from a template in ``hub_cards/``) and the files that produced the
+weights (recipe config, launch config, evaluation JSON). ``timm.create_model('hf-hub:org/name',
+pretrained=True)`` and ``'local-dir:<folder>'`` rebuild the network from it with no code change, and the
+pruned layers take their masks back from the zeros.
+"""
+import copy
+import json
+import os
+import re
+import shutil
+import string
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import torch.nn as nn
+
+from .checkpoint import save_safetensors
+from .layers import bake
+
+__all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
+           'check_folder', 'check_repo_id', 'REQUIRED_FILES', 'CARD_TEMPLATE']
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
+
+REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
+
+
+class HubError(ValueError):
+    """An export or upload request that cannot be served; the message names the fix."""
+
+
+class CardError(HubError):
+    """A model card that cannot be rendered (a value is missing) or whose metadata the Hub would reject."""
+
+
+def export_args(model: nn.Module) -> Dict[str, Any]:
+    """The ``model_args`` config.json must carry to rebuild ``model`` by its architecture name."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    if cfg.get('cifar_stem'):
+        raise HubError(f'{type(model).__name__} has the CIFAR stem of prdarts_timm.builder.adapt_to_cifar, which '
+                       'timm.create_model cannot rebuild from config.json: share its baked state dict and load it '
+                       'with prdarts_timm.builder.create_model(name, cifar_stem=True) + load_state_dict instead')
+    return dict(getattr(model, 'arch_args', None) or {})
+
+
+def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
+                  extra_files: Optional[Mapping[str, Union[str, bytes]]] = None, overwrite: bool = False) -> Path:
+    """Write ``model`` (pruned or baked; baked here, auxiliary head dropped) as a Hub folder in timm's layout.
+
+    The folder is written complete under a temporary name, then renamed: an interrupted export leaves no
+    half-written folder. An existing folder is replaced only with ``overwrite=True``.
+    """
+    from timm.models._hub import save_config_for_hf
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise HubError(f'{folder} already exists and is not empty; choose another output folder or pass '
+                       'overwrite=True (--overwrite)')
+    check_card(card)
+    model = bake(copy.deepcopy(model)).eval()
+    if getattr(model, 'aux_head', None) is not None:
+        model.aux_head = None  # training only
+    args = export_args(model)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.', suffix='.tmp'))
+    try:
+        save_config_for_hf(model, str(tmp / 'config.json'), model_args=args)
+        save_safetensors(model.state_dict(), tmp / 'model.safetensors', metadata={'format': 'pt'})
+        (tmp / 'README.md').write_text(card)
+        for name, content in (extra_files or {}).items():
+            path = tmp / name
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        os.chmod(tmp, 0o755)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: Mapping[str, Any],
+                model: nn.Module) -> Dict[str, Any]:
+    """The card's fields, every number from ``evaluation`` (recipes/evaluate.py JSON) and ``summary`` (the
+    finetune stage's summary.json); absent figures stay None, so :func:`render_card` refuses them."""
+    def get(data: Any, *path: str) -> Any:
+        for key in path:
+            data = data.get(key) if isinstance(data, Mapping) else None
+        return data
+
+    def fmt(value: Any, spec: str) -> Optional[str]:
+        return None if value is None else format(value, spec)
+
+    env = evaluation.get('environment') or {}
+    latency = evaluation.get('latency') or {}
+    sparsity = get(evaluation, 'weights', 'sparsity')
+    arch = getattr(model, 'arch_args', None) or {}
+    history = summary.get('history') or []
+    budget = None
+    if summary.get('stages'):
+        budget = '; '.join(f'{s["stage"]}: {s["epochs"]} epoch(s), {s["steps"]} steps of {s["global_batch"]} '
+                           f'images, {s["seconds"]:.0f} s' for s in summary['stages'])
+        budget += f'; {summary.get("hardware")}'
+    return dict(
+        name=name, hub_id=hub_id, architecture=name.split('.')[0],
+        dataset_name=get(evaluation, 'dataset', 'description') and (
+            'CIFAR-10 (JPEG copy)' if get(evaluation, 'dataset', 'source') in ('mini', 'imagefolder')
+            else 'CIFAR-10'),
+        split=get(evaluation, 'dataset', 'split'), num_images=get(evaluation, 'dataset', 'num_evaluated'),
+        top1=fmt(evaluation.get('top1'), '.2f'), top5=fmt(evaluation.get('top5'), '.2f'),
+        sparsity_pct=fmt(None if sparsity is None else 100 * sparsity, '.2f'),
+        weights_total=fmt(get(evaluation, 'weights', 'total'), ','),
+        weights_nonzero=fmt(get(evaluation, 'weights', 'nonzero'), ','),
+        params=fmt(evaluation.get('params'), ','),
+        dense_macs=fmt(get(evaluation, 'macs', 'dense'), ','),
+        effective_macs=fmt(get(evaluation, 'macs', 'effective'), ','),
+        image_size='x'.join(map(str, evaluation['input_size'][1:])) if evaluation.get('input_size') else None,
+        channels=arch.get('C'), layers=arch.get('layers'),
+        genotype=json.dumps(arch['genotype'], separators=(',', ':')) if arch.get('genotype') else None,
+        markdown_header=evaluation.get('markdown_header'), markdown_row=evaluation.get('markdown_row'),
+        cpu=latency.get('cpu'), threads=latency.get('threads'),
+        latency_b1_ms=fmt(get(latency, 'batch_1', 'median_ms'), '.2f'),
+        latency_b64_ms=fmt(get(latency, 'batch_64', 'median_ms'), '.2f'),
+        eval_command=env.get('command'), torch_version=env.get('torch'), timm_version=env.get('timm'),
+        prdarts_version=env.get('prdarts_timm'), train_command=summary.get('command'), train_budget=budget,
+        last_top1=history[-1].get('top1') if history else None,
+    )
+
+
+def render_card(template: str, values: Mapping[str, Any]) -> str:
+    """``template`` (``string.Template``: ``$name`` / ``${name}``) with ``values``; a missing value is a
+    :class:`CardError` naming it, never an empty field. The result's metadata is checked (:func:`check_card`)."""
+    names = {m.group('named') or m.group('braced') for m in string.Template.pattern.finditer(template)} - {None}
+    missing = sorted(n for n in names if values.get(n) is None)
+    if missing:
+        raise CardError(f'cannot render the model card: no value for {missing}. Every number comes from the '
+                        'evaluation JSON and the run summary: run recipes/evaluate.py with --output (latency '
+                        'included) on the exported checkpoint and pass that file')
+    card = string.Template(template).substitute({k: values[k] for k in names})
+    check_card(card)
+    return card
+
+
+def check_card(card: str) -> None:
+    """Parse the card's YAML metadata as the Hub does (``huggingface_hub.ModelCard``, offline) and check the
+    fields a timm model card needs."""
+    from huggingface_hub import ModelCard
+
+    try:
+        parsed = ModelCard(card, ignore_metadata_errors=False)
+    except Exception as e:  # malformed YAML or model-index
+        raise CardError(f'the model card metadata is invalid: {e}') from None
+    data = parsed.data.to_dict()
+    problems = []
+    if data.get('library_name') != 'timm':
+        problems.append("library_name must be 'timm'")
+    for tag in ('image-classification', 'timm'):
+        if tag not in (data.get('tags') or []):
+            problems.append(f'tags must include {tag!r}')
+    if not data.get('license'):
+        problems.append('license is missing')
+    if not parsed.data.eval_results:
+        problems.append('model-index has no results')
+    if problems:
+        raise CardError(f'the model card metadata is incomplete: {"; ".join(problems)}')
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if the Hub accepts it as ``namespace/name``, else a :class:`HubError` that says why."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise HubError(f'{repo_id!r} is not a valid Hub repo id: {e} Use namespace/name with letters, digits, '
+                       "'-', '_' and '.' (e.g. my-org/prdarts_c10_mini.sp99_cifar10)") from None
+    if '/' not in repo_id:
+        raise HubError(f'{repo_id!r} has no namespace: use namespace/name (your user or organisation name first)')
+    return repo_id
+
+
+def check_folder(folder: Union[str, os.PathLike]) -> List[Path]:
+    """The files of an exported folder, after checking it is complete and loadable by timm: the required
+    files exist, config.json names an architecture timm knows, the safetensors file reads, the card parses."""
+    import timm
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HubError(f'{folder} is not a folder; pass the folder recipes/export.py wrote')
+    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    if missing:
+        raise HubError(f'{folder} lacks {missing}: export it again with recipes/export.py')
+    try:
+        config = json.loads((folder / 'config.json').read_text())
+    except json.JSONDecodeError as e:
+        raise HubError(f'{folder / "config.json"} is not valid JSON ({e}); export again') from None
+    architecture = config.get('architecture')
+    if not architecture or not timm.is_model(architecture):
+        raise HubError(f'{folder / "config.json"} names architecture {architecture!r}, which timm does not know '
+                       '(with prdarts_timm imported); export a registered model')
+    try:
+        with safe_open(str(folder / 'model.safetensors'), 'pt') as f:
+            keys = list(f.keys())
+    except Exception as e:
+        raise HubError(f'{folder / "model.safetensors"} cannot be read ({e}); the file is corrupt or truncated: '
+                       'export again') from None
+    if any(re.search(r'\.(scores|mask)$', k) for k in keys):
+        raise HubError(f'{folder / "model.safetensors"} holds pruning scores / masks: export bakes them, so '
+                       'export again with recipes/export.py')
+    check_card((folder / 'README.md').read_text())
+    return sorted(p for p in folder.rglob('*') if p.is_file() and not p.name.startswith('.'))

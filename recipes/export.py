@@ -1,0 +1,93 @@
+"""Export a retrained network as a Hugging Face Hub folder in timm's layout, with its model card.
+
+    python recipes/evaluate.py --model prdarts_c10_mini --checkpoint runs/x/finetune/model_baked.safetensors \\
+        --data_source imagefolder --data_root cifar10 --output runs/x/eval.json
+    python recipes/export.py --run runs/x --evaluation runs/x/eval.json \\
+        --name prdarts_c10_mini.sp99_cifar10 --hub_id my-org/prdarts_c10_mini.sp99_cifar10 --output hub/prdarts_c10_mini
+
+Reads the run folder of ``recipes/train.py`` (``finetune/model_baked.safetensors``, every stage's
+``summary.json``, ``config.yaml``, ``launch.json``) and the ``recipes/evaluate.py`` JSON of that same baked
+file (checked by sha256), and writes ``--output``: ``config.json``, ``model.safetensors`` (masks baked in),
+``README.md`` (rendered from ``hub_cards/prdarts.md``; every number from the evaluation and the summaries,
+a missing one is an error), ``train_config.yaml``, ``launch.json``, ``evaluation.json``. Then
+``timm.create_model('local-dir:<output>', pretrained=True)`` loads it, and after ``recipes/push_to_hub.py``,
+``'hf-hub:<hub_id>'``. An existing folder is replaced only with ``--overwrite``.
+"""
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import prdarts_timm  # noqa: F401  (registers the models)
+from prdarts_timm.builder import ModelError, create_model
+from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
+from prdarts_timm.hub import CARD_TEMPLATE, HubError, card_values, check_repo_id, export_folder, render_card
+from prdarts_timm.retrain import STAGES
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--run', required=True, help='the output folder of recipes/train.py')
+    parser.add_argument('--evaluation', required=True, help='recipes/evaluate.py --output JSON of the baked weights')
+    parser.add_argument('--name', required=True, help='model name with tag, e.g. prdarts_c10_mini.sp99_cifar10')
+    parser.add_argument('--hub_id', required=True, help='the Hub repo the folder is for, namespace/name')
+    parser.add_argument('--output', required=True, help='folder to write')
+    parser.add_argument('--template', default=str(CARD_TEMPLATE), help='model card template')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --output folder')
+    return parser.parse_args()
+
+
+def read_json(path: Path, what: str) -> Dict[str, Any]:
+    if not path.is_file():
+        raise HubError(f'{what} {str(path)!r} does not exist')
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HubError(f'{what} {str(path)!r} is not valid JSON ({e})') from None
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main() -> None:
+    args = parse_args()
+    run = Path(args.run)
+    baked = run / 'finetune' / 'model_baked.safetensors'
+    if not baked.is_file():
+        raise HubError(f'{baked} does not exist: --run takes a recipes/train.py folder whose finetune stage is '
+                       'complete')
+    check_repo_id(args.hub_id)
+    summaries = [read_json(run / s / 'summary.json', f'{s} summary') for s in STAGES
+                 if (run / s / 'summary.json').exists()]
+    final = summaries[-1]
+    evaluation = read_json(Path(args.evaluation), 'evaluation JSON')
+    if evaluation.get('checkpoint_sha256') != sha256(baked):
+        raise HubError(f'{args.evaluation} evaluates another file than {baked} (sha256 differs): run '
+                       f'recipes/evaluate.py --checkpoint {baked} --output ... and pass that JSON')
+    architecture = args.name.split('.')[0]
+    if architecture != final['model'].split('.')[0]:
+        raise HubError(f'--name {args.name} names {architecture}, but the run trained {final["model"]}')
+    model_args = {k: v for k, v in final['model_args'].items() if k not in ('auxiliary', 'drop_path_rate', 'drop_rate')}
+    model = create_model(architecture, cifar_stem=final.get('cifar_stem', False), **model_args)
+    load_state_dict_checked(model, read_state_dict(baked), str(baked))
+
+    summary = dict(stages=[dict(stage=s['stage'], epochs=s['epochs'], steps=s['steps'],
+                                global_batch=s.get('global_batch'), seconds=s['seconds']) for s in summaries],
+                   hardware=final.get('hardware'), command=final.get('command'), history=final.get('history'))
+    card = render_card(Path(args.template).read_text(), card_values(args.name, args.hub_id, evaluation, summary, model))
+    extra = {'train_config.yaml': (run / 'config.yaml').read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}
+    if (run / 'launch.json').exists():
+        extra['launch.json'] = (run / 'launch.json').read_text()
+    folder = export_folder(model, args.output, card, extra_files=extra, overwrite=args.overwrite)
+    print(f'exported {args.name} to {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
+    print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) after import prdarts_timm")
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (HubError, CheckpointError, ModelError) as e:
+        sys.exit(f'error: {type(e).__name__}: {e}')

@@ -1,0 +1,212 @@
+"""Hub folders: export in timm's layout, loading back (hf-hub: from a seeded cache, local-dir:, overlay file,
+checkpoint_path), model cards, upload checks, fine-tuning from pretrained weights, bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import prdarts_timm
+from prdarts_timm import PretrainedWeightsError, get_genotype, pruned_layers, set_pruning, sparsity_report
+from prdarts_timm.builder import create_model
+from prdarts_timm.checkpoint import CheckpointError
+from prdarts_timm.data import MINI_CIFAR10_PATH
+from prdarts_timm.hub import (
+    CARD_TEMPLATE, CardError, HubError, card_values, check_card, check_folder, check_repo_id, export_folder,
+    render_card,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
+HUB_ID = 'prdarts-test/prdarts_c10_mini.sp90_custom'
+
+
+def searched_genotype() -> dict:
+    """A cell no file in the package holds: what a new search would publish."""
+    genotype = get_genotype('darts_v2').to_dict()
+    genotype['normal'][0] = ['dil_conv_5x5', 0]
+    genotype['name'] = 'searched_in_a_test'
+    return genotype
+
+
+def evaluation_for(model) -> dict:
+    """What recipes/evaluate.py --output writes, computed here for the test's model."""
+    report = sparsity_report(model)
+    macs = prdarts_timm.count_macs(model)
+    return dict(
+        model='prdarts_c10_mini', input_size=[3, 32, 32], top1=12.5, top5=55.0, params=prdarts_timm.count_params(model),
+        dataset=dict(source='mini', split='test', num_evaluated=64, description='mini CIFAR-10'),
+        weights=dict(total=report.total, nonzero=report.nonzero, sparsity=report.sparsity),
+        macs=macs.to_dict(), markdown_header='| a |\n|---|', markdown_row='| b |',
+        latency=dict(cpu='test CPU', threads=1, batch_1=dict(median_ms=1.0), batch_64=dict(median_ms=9.0)),
+        environment=dict(command='python recipes/evaluate.py ...', torch=torch.__version__, timm=timm.__version__,
+                         prdarts_timm=prdarts_timm.__version__))
+
+
+SUMMARY = dict(stages=[dict(stage='finetune', epochs=1, steps=2, global_batch=8, seconds=1.0)], hardware='test CPU',
+               command='accelerate launch recipes/train.py ...')
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """A pruned, briefly trained network with a new genotype, exported: (folder, the model it holds)."""
+    torch.manual_seed(0)
+    model = timm.create_model('prdarts_c10_mini', C=4, layers=3, genotype=searched_genotype(), num_classes=10)
+    set_pruning(model, 'fixed', k=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.randint(0, 10, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    card = render_card(CARD_TEMPLATE.read_text(), card_values(
+        'prdarts_c10_mini.sp90_custom', HUB_ID, evaluation_for(model), SUMMARY, model))
+    folder = export_folder(model, tmp_path_factory.mktemp('hub') / 'export', card,
+                           extra_files={'train_config.yaml': 'k: 0.1\n'})
+    return folder, model
+
+
+def seed_hf_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """The Hugging Face cache layout, as if the repo had been downloaded once."""
+    repo = cache / f'models--{repo_id.replace("/", "--")}'
+    snapshot = repo / 'snapshots' / ('0' * 40)
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        shutil.copy(file, snapshot / file.name)
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text('0' * 40)
+
+
+def test_export_layout(exported):
+    folder, model = exported
+    assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors',
+                                                        'train_config.yaml']
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['architecture'] == 'prdarts_c10_mini' and config['num_classes'] == 10
+    assert config['num_features'] == model.num_features and config['global_pool'] == 'avg'
+    assert config['model_args']['genotype']['normal'][0] == ['dil_conv_5x5', 0]
+    assert config['model_args']['C'] == 4 and config['pretrained_cfg']['input_size'] == [3, 32, 32]
+    from safetensors.torch import load_file
+    state = load_file(folder / 'model.safetensors')
+    assert not any(k.endswith(('.scores', '.mask')) or k.startswith('aux_head.') for k in state)
+    assert all(v.is_contiguous() for v in state.values())
+    assert [p.name for p in check_folder(folder)] == sorted(p.name for p in folder.iterdir())
+
+
+def test_round_trip_logits_and_sparsity(exported, tmp_path):
+    folder, model = exported
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    nonzero = sparsity_report(model).nonzero
+    seed_hf_cache(tmp_path / 'cache', HUB_ID, folder)
+    loaded = {
+        'hf-hub': timm.create_model(f'hf-hub:{HUB_ID}', pretrained=True, cache_dir=tmp_path / 'cache'),
+        'local-dir': timm.create_model(f'local-dir:{folder}', pretrained=True),
+        'overlay': timm.create_model('prdarts_c10_mini', pretrained=True, C=4, layers=3, genotype=searched_genotype(),
+                                     pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors'))),
+        'checkpoint_path': timm.create_model('prdarts_c10_mini', C=4, layers=3, genotype=searched_genotype(),
+                                             checkpoint_path=str(folder / 'model.safetensors')),
+    }
+    for how, net in loaded.items():
+        net.eval()
+        with torch.no_grad():
+            assert torch.equal(net(x), expected), how
+        assert sparsity_report(net).nonzero == nonzero, how
+        assert all(layer.mode == 'fixed' for _, layer in pruned_layers(net)), how  # masks back from the zeros
+
+
+def test_pretrained_without_weights_is_a_clear_error():
+    with pytest.raises(PretrainedWeightsError, match='no pretrained weights exist for prdarts_c10_mini'):
+        timm.create_model('prdarts_c10_mini', pretrained=True)
+
+
+def test_card_renders_only_with_every_value(exported):
+    folder, model = exported
+    card = (folder / 'README.md').read_text()
+    from huggingface_hub import ModelCard
+    parsed = ModelCard(card, ignore_metadata_errors=False)
+    assert parsed.data.library_name == 'timm' and 'pruning' in parsed.data.tags
+    assert parsed.data.eval_results[0].metric_value == 12.5
+    assert 'prdarts_c10_mini.sp90_custom' in card and 'hf-hub:' + HUB_ID in card and '$' not in card.split('```bibtex')[0]
+    evaluation = evaluation_for(model)
+    del evaluation['latency']
+    with pytest.raises(CardError, match=r"no value for \['cpu', 'latency_b1_ms'"):
+        render_card(CARD_TEMPLATE.read_text(), card_values('x.y', HUB_ID, evaluation, SUMMARY, model))
+    with pytest.raises(CardError, match="library_name must be 'timm'"):
+        check_card(card.replace('library_name: timm', 'library_name: transformers'))
+    with pytest.raises(CardError, match='metadata is invalid'):
+        check_card(card.replace('value: 12.50', 'value: [unclosed'))
+
+
+def test_bad_input(exported, tmp_path):
+    folder, model = exported
+    with pytest.raises(HubError, match='already exists'):
+        export_folder(model, folder, (folder / 'README.md').read_text())
+    for bad in ('no-namespace', 'org/has space', 'org/../x', 'org/' + 'x' * 100):
+        with pytest.raises(HubError, match='repo id|namespace'):
+            check_repo_id(bad)
+    broken = tmp_path / 'broken'
+    shutil.copytree(folder, broken)
+    data = (broken / 'model.safetensors').read_bytes()
+    (broken / 'model.safetensors').write_bytes(data[:len(data) // 2])
+    with pytest.raises(HubError, match='corrupt or truncated'):
+        check_folder(broken)
+    shutil.copy(folder / 'model.safetensors', broken / 'model.safetensors')
+    config = json.loads((broken / 'config.json').read_text())
+    config['architecture'] = 'prdarts_c10_nope'
+    (broken / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(HubError, match="architecture 'prdarts_c10_nope', which timm does not know"):
+        check_folder(broken)
+    with pytest.raises(CheckpointError, match='do not fit this PRDarts.*local-dir'):  # wrong shapes
+        timm.create_model('prdarts_c10_mini', pretrained=True, C=8, layers=3, genotype=searched_genotype(),
+                          pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors')))
+    with pytest.raises(HubError, match='CIFAR stem'):
+        export_folder(create_model('resnet18', cifar_stem=True, num_classes=10), tmp_path / 'r',
+                      (folder / 'README.md').read_text())
+
+
+def _tiny_imagefolder(root: Path, classes=('cat', 'dog', 'frog'), per_split=8) -> Path:
+    with tarfile.open(MINI_CIFAR10_PATH) as tar:
+        for member in tar:
+            parts = member.name.split('/')
+            if member.isfile() and len(parts) == 3 and parts[1] in classes:
+                folder = root / parts[0] / parts[1]
+                folder.mkdir(parents=True, exist_ok=True)
+                if len(list(folder.iterdir())) < per_split:
+                    (folder / parts[2]).write_bytes(tar.extractfile(member).read())
+    return root
+
+
+def test_finetune_from_pretrained_keeps_or_releases_the_mask(exported, tmp_path):
+    folder, model = exported
+    data = _tiny_imagefolder(tmp_path / 'data')
+    common = ['recipes/train.py', '--cpu', '--model', f'local-dir:{folder}', '--pretrained', 'true',
+              '--auxiliary_weight', '0', '--data_source', 'imagefolder', '--data_root', str(data), '--batch_size', '8',
+              '--pretrain_epochs', '1', '--finetune_epochs', '1']
+    procs = {stage: subprocess.Popen([sys.executable, *common, '--stages', f'[{stage}]', '--output',
+                                      str(tmp_path / stage)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for stage in ('finetune', 'pretrain')}
+    for stage, proc in procs.items():
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+    from safetensors.torch import load_file
+    sparse = load_file(tmp_path / 'finetune' / 'finetune' / 'model.safetensors')
+    dense = load_file(tmp_path / 'pretrain' / 'pretrain' / 'model.safetensors')
+    original = {name: layer.mask for name, layer in pruned_layers(model)}
+    assert sparse['classifier.weight'].shape[0] == 3
+    for name, mask in original.items():
+        if name == 'classifier':
+            assert sparse['classifier.mask'].eq(1).all()  # the new head is dense
+            continue
+        assert torch.equal(sparse[f'{name}.mask'], mask), name  # sparsity kept exactly
+        assert not sparse[f'{name}.weight'][mask == 0].any(), name
+        assert dense[f'{name}.mask'].eq(1).all(), name  # released
+    assert int(torch.count_nonzero(dense['stem0.0.weight'])) > int(torch.count_nonzero(original['stem0.0']))
