@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch.nn as nn
 
-from .checkpoint import save_safetensors
+from .checkpoint import encode_sparse, save_safetensors
 from .layers import bake
 
 __all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
@@ -50,8 +50,13 @@ def export_args(model: nn.Module) -> Dict[str, Any]:
 
 
 def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
-                  extra_files: Optional[Mapping[str, Union[str, bytes]]] = None, overwrite: bool = False) -> Path:
+                  extra_files: Optional[Mapping[str, Union[str, bytes]]] = None, overwrite: bool = False,
+                  sparse: bool = False) -> Path:
     """Write ``model`` (pruned or baked; baked here, auxiliary head dropped) as a Hub folder in timm's layout.
+
+    ``sparse=True`` adds ``model.sparse.safetensors``, the same tensors in the compact form of
+    :func:`prdarts_timm.checkpoint.encode_sparse`; ``model.safetensors`` stays, so any timm or safetensors
+    tool loads the folder. The PR-DARTS models load either (``pretrained_cfg_overlay=dict(file=...)``).
 
     The folder is written complete under a temporary name, then renamed: an interrupted export leaves no
     half-written folder. An existing folder is replaced only with ``overwrite=True``.
@@ -72,6 +77,9 @@ def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
     try:
         save_config_for_hf(model, str(tmp / 'config.json'), model_args=args)
         save_safetensors(model.state_dict(), tmp / 'model.safetensors', metadata={'format': 'pt'})
+        if sparse:
+            save_safetensors(encode_sparse(model.state_dict()), tmp / 'model.sparse.safetensors',
+                             metadata={'format': 'pt', 'encoding': 'prdarts_timm.checkpoint.encode_sparse'})
         (tmp / 'README.md').write_text(card)
         for name, content in (extra_files or {}).items():
             path = tmp / name
@@ -215,5 +223,20 @@ def check_folder(folder: Union[str, os.PathLike]) -> List[Path]:
     if any(re.search(r'\.(scores|mask)$', k) for k in keys):
         raise HubError(f'{folder / "model.safetensors"} holds pruning scores / masks: export bakes them, so '
                        'export again with recipes/export.py')
+    if (folder / 'model.sparse.safetensors').exists():
+        from .checkpoint import CheckpointError, read_state_dict
+        try:
+            same = _states_equal(read_state_dict(folder / 'model.sparse.safetensors'),
+                                 read_state_dict(folder / 'model.safetensors'))
+        except CheckpointError as e:
+            raise HubError(str(e)) from None
+        if not same:
+            raise HubError(f'{folder / "model.sparse.safetensors"} does not hold the tensors of model.safetensors: '
+                           'export again')
     check_card((folder / 'README.md').read_text())
     return sorted(p for p in folder.rglob('*') if p.is_file() and not p.name.startswith('.'))
+
+
+def _states_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    import torch
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

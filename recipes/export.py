@@ -8,7 +8,8 @@
 Reads the run folder of ``recipes/train.py`` (``finetune/model_baked.safetensors``, every stage's
 ``summary.json``, ``config.yaml``, ``launch.json``) and the ``recipes/evaluate.py`` JSON of that same baked
 file (checked by sha256), and writes ``--output``: ``config.json``, ``model.safetensors`` (masks baked in),
-``README.md`` (rendered from ``hub_cards/prdarts.md``; every number from the evaluation and the summaries,
+``model.sparse.safetensors`` with ``--sparse`` (the same tensors, compact), ``README.md`` (rendered from
+``hub_cards/prdarts.md``; every number from the evaluation and the summaries,
 a missing one is an error), ``train_config.yaml``, ``launch.json``, ``evaluation.json``. Then
 ``timm.create_model('local-dir:<output>', pretrained=True)`` loads it, and after ``recipes/push_to_hub.py``,
 ``'hf-hub:<hub_id>'``. An existing folder is replaced only with ``--overwrite``.
@@ -36,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--output', required=True, help='folder to write')
     parser.add_argument('--template', default=str(CARD_TEMPLATE), help='model card template')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output folder')
+    parser.add_argument('--sparse', action='store_true',
+                        help='also write model.sparse.safetensors (compact: indices + values of the kept weights)')
     return parser.parse_args()
 
 
@@ -81,7 +84,7 @@ def main() -> None:
     extra = {'train_config.yaml': (run / 'config.yaml').read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}
     if (run / 'launch.json').exists():
         extra['launch.json'] = (run / 'launch.json').read_text()
-    folder = export_folder(model, args.output, card, extra_files=extra, overwrite=args.overwrite)
+    folder = export_folder(model, args.output, card, extra_files=extra, overwrite=args.overwrite, sparse=args.sparse)
     print(f'exported {args.name} to {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
     print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) after import prdarts_timm")
 

@@ -15,7 +15,7 @@ import torch
 import prdarts_timm
 from prdarts_timm import PretrainedWeightsError, get_genotype, pruned_layers, set_pruning, sparsity_report
 from prdarts_timm.builder import create_model
-from prdarts_timm.checkpoint import CheckpointError
+from prdarts_timm.checkpoint import CheckpointError, decode_sparse, encode_sparse, read_state_dict
 from prdarts_timm.data import MINI_CIFAR10_PATH
 from prdarts_timm.hub import (
     CARD_TEMPLATE, CardError, HubError, card_values, check_card, check_folder, check_repo_id, export_folder,
@@ -121,6 +121,69 @@ def test_round_trip_logits_and_sparsity(exported, tmp_path):
             assert torch.equal(net(x), expected), how
         assert sparsity_report(net).nonzero == nonzero, how
         assert all(layer.mode == 'fixed' for _, layer in pruned_layers(net)), how  # masks back from the zeros
+
+
+def test_sparse_encoding_is_smaller_and_loads_the_same(exported, tmp_path):
+    folder, _ = exported
+    torch.manual_seed(0)
+    model = timm.create_model('prdarts_c10_mini', layers=3, genotype=searched_genotype()).eval()  # 16 channels
+    set_pruning(model, 'fixed', k=0.01)
+    sparse_folder = export_folder(model, tmp_path / 'sparse', (folder / 'README.md').read_text(), sparse=True)
+    plain, compact = sparse_folder / 'model.safetensors', sparse_folder / 'model.sparse.safetensors'
+    assert compact.stat().st_size < 0.25 * plain.stat().st_size
+    decoded, reference = read_state_dict(compact), read_state_dict(plain)
+    assert decoded.keys() == reference.keys() and all(torch.equal(decoded[k], reference[k]) for k in reference)
+    check_folder(sparse_folder)
+    net = timm.create_model('prdarts_c10_mini', pretrained=True, layers=3, genotype=searched_genotype(),
+                            pretrained_cfg_overlay=dict(file=str(compact))).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), model(x))
+    broken = encode_sparse(reference)
+    del broken[next(k for k in broken if k.endswith('.__sparse_values'))]
+    with pytest.raises(CheckpointError, match='sparse encoding .* incomplete or corrupt'):
+        decode_sparse(broken)
+
+
+def test_every_tag_with_weights_is_bundled_and_checked():
+    from prdarts_timm.models import prdarts as family
+    with_weights = sorted(timm.list_pretrained('prdarts*') + timm.list_pretrained('darts*'))
+    assert with_weights == sorted(family.BUNDLED_WEIGHTS)  # no tag claims weights the package does not carry
+    for tag, entry in family.BUNDLED_WEIGHTS.items():
+        cfg = timm.models.get_pretrained_cfg(tag)
+        assert cfg.hf_hub_id == check_repo_id(entry['hf_hub_id']) and Path(cfg.file).is_file()
+        family._verify_bundled(cfg.file)
+        timm.create_model(tag, pretrained=True)  # offline (HF_HUB_OFFLINE=1): from the bundled file
+
+
+def test_bundled_weights_load_offline_and_are_sha256_checked(exported, tmp_path, monkeypatch):
+    from prdarts_timm.models import prdarts as family
+    folder, model = exported
+    bundled = tmp_path / 'weights'
+    bundled.mkdir()
+    shutil.copy(folder / 'model.safetensors', bundled / 'custom.safetensors')
+    digest = __import__('hashlib').sha256((bundled / 'custom.safetensors').read_bytes()).hexdigest()
+    monkeypatch.setattr(family, 'WEIGHTS_DIR', bundled)
+    monkeypatch.setattr(family, 'BUNDLED_WEIGHTS', {'prdarts_c10_mini.custom': dict(
+        file='custom.safetensors', sha256=digest, hf_hub_id=HUB_ID)})
+    monkeypatch.setattr(family, '_VERIFIED', {})
+    source = family._weights('prdarts_c10_mini.custom')
+    assert source == dict(hf_hub_id=HUB_ID, file=str(bundled / 'custom.safetensors'))
+    cfg = dict(timm.models.get_pretrained_cfg('prdarts_c10_mini').to_dict(), tag='custom', **source)
+    net = timm.create_model('prdarts_c10_mini', pretrained=True, pretrained_cfg=cfg, C=4, layers=3,
+                            genotype=searched_genotype()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), model(x))
+    monkeypatch.setattr(family, '_VERIFIED', {})
+    (bundled / 'custom.safetensors').write_bytes(b'x' + (bundled / 'custom.safetensors').read_bytes()[1:])
+    with pytest.raises(CheckpointError, match='bundled weights .* are corrupt .* reinstall'):
+        timm.create_model('prdarts_c10_mini', pretrained=True, pretrained_cfg=cfg, C=4, layers=3,
+                          genotype=searched_genotype())
+    (bundled / 'custom.safetensors').unlink()
+    with pytest.raises(CheckpointError, match='are missing from this install.*hf-hub:'):
+        timm.create_model('prdarts_c10_mini', pretrained=True, pretrained_cfg=cfg, C=4, layers=3,
+                          genotype=searched_genotype())
 
 
 def test_pretrained_without_weights_is_a_clear_error():

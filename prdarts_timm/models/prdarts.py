@@ -8,6 +8,9 @@ Every conv and linear is a :class:`~prdarts_timm.layers.PrunedConv2d` / ``Pruned
 so each model can be pruned and retrained as is (``prdarts_timm.pruning.set_pruning``).
 """
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -316,7 +319,8 @@ class PRDarts(nn.Module):
         return self.forward_head(s1), aux
 
 
-def _raise_if_no_weights(variant: str, kwargs: Dict[str, Any]) -> None:
+def _raise_if_no_weights(variant: str, kwargs: Dict[str, Any]) -> PretrainedCfg:
+    """The pretrained cfg ``pretrained=True`` will load from; raises if it (and the overlay) has no weights."""
     cfg = kwargs.get('pretrained_cfg')
     overlay = kwargs.get('pretrained_cfg_overlay') or {}
     if isinstance(cfg, str) or cfg is None:
@@ -330,11 +334,14 @@ def _raise_if_no_weights(variant: str, kwargs: Dict[str, Any]) -> None:
             f'{", ".join(with_weights) if with_weights else "none yet"}. Create the model with '
             'pretrained=False, or train and export weights with the recipes (see README, "Weights") and '
             "load them with pretrained_cfg_overlay=dict(file='model.safetensors') or checkpoint_path=...")
+    return cfg
 
 
 def _create_prdarts(variant: str, pretrained: bool = False, **kwargs) -> PRDarts:
     if pretrained:
-        _raise_if_no_weights(variant, kwargs)
+        cfg = _raise_if_no_weights(variant, kwargs)
+        if cfg.file and not (kwargs.get('pretrained_cfg_overlay') or {}).get('file'):
+            _verify_bundled(cfg.file)
     # CIFAR networks have 4 feature points (stem + 3 resolutions), ImageNet ones 5
     num_features = 5 if kwargs.get('stem_type') == 'imagenet' else 4
     return build_model_with_cfg(
@@ -347,8 +354,10 @@ def _create_prdarts(variant: str, pretrained: bool = False, **kwargs) -> PRDarts
 
 def _check_pretrained(state_dict: Dict[str, torch.Tensor], model: 'PRDarts') -> Dict[str, torch.Tensor]:
     """Pretrained weights must fit the architecture (classifier aside: timm swaps it for another class
-    count); a mismatch is a clear error rather than torch's list of size mismatches."""
-    from ..checkpoint import CheckpointError
+    count); a mismatch is a clear error rather than torch's list of size mismatches. Weights in the compact
+    sparse form (``model.sparse.safetensors``) are decoded first."""
+    from ..checkpoint import CheckpointError, decode_sparse
+    state_dict = decode_sparse(state_dict)
     own = model.state_dict()
     pruning = ('.scores', '.mask')
     wrong = [k for k, v in state_dict.items() if not k.startswith('classifier.') and k in own
@@ -384,9 +393,52 @@ def _cfg_in1k(**kwargs) -> Dict[str, Any]:
         interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, **kwargs)
 
 
-# No tag has weights yet: a weight source (hf_hub_id / file) is added to a tag only when the recipes have
-# produced and exported its weights, so that timm's registry never lists weights that do not exist.
-default_cfgs = generate_default_cfgs({
+# Weights the package carries (prdarts_timm/weights/index.json: tag -> file, sha256, hf_hub_id). A tag gets a
+# weight source only when the recipes have produced and exported its weights, so timm's registry never lists
+# weights that do not exist. The bundled file is timm's 'file' source, which timm loads before trying the Hub:
+# pretrained=True works offline, with no wait.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / 'weights'
+
+
+def _read_weights_index(folder: Path = WEIGHTS_DIR) -> Dict[str, Dict[str, str]]:
+    index = folder / 'index.json'
+    return json.loads(index.read_text()) if index.is_file() else {}
+
+
+BUNDLED_WEIGHTS = _read_weights_index()
+
+
+def _weights(name: str) -> Dict[str, str]:
+    """The weight source fields of tag ``name``: its Hub repo and the bundled file (none when not published)."""
+    entry = BUNDLED_WEIGHTS.get(name)
+    if entry is None:
+        return {}
+    return dict(hf_hub_id=entry['hf_hub_id'], file=str(WEIGHTS_DIR / entry['file']))
+
+
+_VERIFIED: Dict[str, bool] = {}
+
+
+def _verify_bundled(file: str) -> None:
+    """A bundled weight file must exist and match its sha256 (checked once per process)."""
+    from ..checkpoint import CheckpointError
+    path = Path(file)
+    entry = next((e for e in BUNDLED_WEIGHTS.values() if WEIGHTS_DIR / e['file'] == path), None)
+    if entry is None or _VERIFIED.get(file):
+        return
+    if not path.is_file():
+        raise CheckpointError(f'the bundled weights {path} are missing from this install: reinstall prdarts-timm, '
+                              f"or load them from the Hub with timm.create_model('hf-hub:{entry['hf_hub_id']}', "
+                              'pretrained=True)')
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != entry['sha256']:
+        raise CheckpointError(f'the bundled weights {path} are corrupt (sha256 {digest[:12]}..., expected '
+                              f"{entry['sha256'][:12]}...): reinstall prdarts-timm, or load them from the Hub "
+                              f"with timm.create_model('hf-hub:{entry['hf_hub_id']}', pretrained=True)")
+    _VERIFIED[file] = True
+
+
+default_cfgs = generate_default_cfgs({name: dict(cfg, **_weights(name)) for name, cfg in {
     'prdarts_c10.sp99_cifar10': _cfg(),
     'prdarts_c10_tiny.sp99_cifar10': _cfg(),
     'prdarts_c10_medium.sp99_cifar10': _cfg(),
@@ -400,7 +452,7 @@ default_cfgs = generate_default_cfgs({
     'darts_v2_c10.sp99_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
     'darts_v2_c10_mini.sp99_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
     'prdarts_in1k.sp99_in1k': _cfg_in1k(),
-})
+}.items()})
 
 
 def _prdarts(variant: str, pretrained: bool, kwargs: Dict[str, Any], **model_args) -> PRDarts:
