@@ -121,6 +121,9 @@ def test_mobilenet_global_k_ema_bf16_mixup(runs):
     for name in kept:
         assert torch.equal(prune[f'{name}.weight'], pretrain[f'{name}.weight'])
         assert torch.equal(masks(finetune)[name], masks(prune)[name])
+    baked = load_file(out / 'finetune' / 'model_baked.safetensors')
+    for name, mask in masks(finetune).items():
+        assert torch.equal(baked[f'{name}.weight'], finetune[f'{name}.weight'] * mask), name
     assert (out / 'pretrain' / 'model_ema.safetensors').exists() and (out / 'finetune' / 'model_ema.safetensors').exists()
     assert not (out / 'prune' / 'model_ema.safetensors').exists()  # EMA of scores is not a thing
     summary = json.loads((out / 'finetune' / 'summary.json').read_text())
@@ -218,28 +221,41 @@ def _fails(result, *fragments):
 
 def test_bad_input_is_a_clear_error(runs, tmp_path):
     prune_out = str(runs / 'prdarts' / 'prune' / 'model.safetensors')
-    (tmp_path / 'corrupt.safetensors').write_bytes(b'\x00' * 64)
     before = {p: p.read_bytes() for p in (runs / 'prdarts').rglob('*') if p.is_file()}
     results = run_all(dict(
         unknown_model=train_cmd(tmp_path / 'a', '--model', 'mobilenetv2_1000'),
-        no_source=train_cmd(tmp_path / 'b', '--stages', '[prune]'),
-        missing_source=train_cmd(tmp_path / 'c', '--stages', '[prune, finetune]', '--source',
-                                 str(tmp_path / 'nope.safetensors')),
-        other_architecture=train_cmd(tmp_path / 'd', '--stages', '[finetune]', '--source', prune_out, '--model',
-                                     'darts_v2_c10_mini'),
         other_k=train_cmd(tmp_path / 'e', '--stages', '[finetune]', '--source', prune_out, '--k', '0.1'),
-        corrupt=train_cmd(tmp_path / 'f', '--stages', '[finetune]', '--source', str(tmp_path / 'corrupt.safetensors')),
         overwrite=train_cmd(runs / 'prdarts'),
         unknown_opt=train_cmd(tmp_path / 'g', '--opt', 'sgdd'),
     ))
     _fails(results['unknown_model'], 'ModelError', "timm does not know a model named 'mobilenetv2_1000'",
            'mobilenetv2_100')
-    _fails(results['no_source'], 'CheckpointError', '--stages [pretrain, prune]', '--source')
-    _fails(results['missing_source'], 'CheckpointError', 'nope.safetensors', 'does not exist', '--source')
-    _fails(results['other_architecture'], 'CheckpointError', 'does not match the model', 'missing key(s)', '--model')
     _fails(results['other_k'], 'CheckpointError', 'pruned at another k', 'k=0.1 keeps', 'prune again at k=0.1')
-    _fails(results['corrupt'], 'CheckpointError', 'cannot read checkpoint', 'corrupt')
     _fails(results['unknown_opt'], 'ConfigError', "opt 'sgdd'", 'list_optimizers')
     _fails(results['overwrite'], 'ConfigError', 'already holds a training run', '--resume')
     assert {p: p.read_bytes() for p in (runs / 'prdarts').rglob('*') if p.is_file()} == before
     assert not (tmp_path / 'e' / 'finetune' / 'model.safetensors').exists()
+
+
+def test_bad_sources_in_process(runs, tmp_path):
+    """The recipe's source handling, called directly (the CLI formatting is tested above)."""
+    import importlib.util
+
+    from prdarts_timm.checkpoint import CheckpointError
+    from prdarts_timm.retrain import TrainConfig, build_model, prepare_stage
+
+    spec = importlib.util.spec_from_file_location('train_recipe', ROOT / 'recipes' / 'train.py')
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    prune_out = runs / 'prdarts' / 'prune' / 'model.safetensors'
+    with pytest.raises(CheckpointError, match=r'--stages \[pretrain, prune\].*--source'):
+        recipe.read_source('prune', None)
+    with pytest.raises(CheckpointError, match='nope.safetensors.* does not exist.*--source'):
+        recipe.read_source('prune', tmp_path / 'nope.safetensors')
+    (tmp_path / 'corrupt.safetensors').write_bytes(b'\x00' * 64)
+    with pytest.raises(CheckpointError, match='cannot read checkpoint .* corrupt'):
+        recipe.read_source('finetune', tmp_path / 'corrupt.safetensors')
+    config = TrainConfig(model='darts_v2_c10_mini', stages=['finetune'])
+    with pytest.raises(CheckpointError, match=r'does not match the model.*missing key\(s\).*--model'):
+        prepare_stage(build_model(config, 10), 'finetune', config, recipe.read_source('finetune', prune_out),
+                      str(prune_out))
