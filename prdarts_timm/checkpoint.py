@@ -13,7 +13,8 @@ import torch.nn as nn
 from .io import atomic_write
 from .layers import convert_to_pruned, pruned_layers
 
-__all__ = ['CheckpointError', 'encode_sparse', 'decode_sparse', 'read_state_dict', 'load_state_dict_checked', 'save_safetensors', 'save_accelerate_state',
+__all__ = ['CheckpointError', 'encode_sparse', 'decode_sparse', 'read_state_dict', 'load_state_dict_checked',
+           'save_safetensors', 'save_accelerate_state',
            'newest_accelerate_state']
 
 STATE_DICT_SUFFIXES = ('.safetensors', '.bin', '.pth', '.pt')

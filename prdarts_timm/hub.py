@@ -24,9 +24,7 @@ from .checkpoint import encode_sparse, save_safetensors
 from .layers import bake
 
 __all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
-           'check_folder', 'check_repo_id', 'REQUIRED_FILES', 'CARD_TEMPLATE']
-
-CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
+           'check_folder', 'check_repo_id', 'REQUIRED_FILES']
 
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
 

@@ -27,7 +27,6 @@ import hashlib
 import platform
 import shlex
 import sys
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import timm

@@ -24,8 +24,10 @@ from typing import Any, Dict
 import prdarts_timm  # noqa: F401  (registers the models)
 from prdarts_timm.builder import ModelError, create_model
 from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
-from prdarts_timm.hub import CARD_TEMPLATE, HubError, card_values, check_repo_id, export_folder, render_card
+from prdarts_timm.hub import HubError, card_values, check_repo_id, export_folder, render_card
 from prdarts_timm.retrain import STAGES
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
 
 
 def parse_args() -> argparse.Namespace:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from prdarts_timm.checkpoint import save_accelerate_state
 from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
+from prdarts_timm.distributed import check_ranks_agree
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
@@ -145,21 +146,6 @@ def record_epoch(state: SearchState, phase: Phase, out: Path, accelerator: Accel
         accelerator.print(f'[{phase.name} epoch {state.epoch}] genotype: {genotype.to_dict()}')
 
 
-def check_ranks_agree(model: Supernet, out: Path, accelerator: Accelerator) -> None:
-    """Every rank must end with the same alpha (bitwise) and genotype; writes ``ranks.json``, raises if not."""
-    alpha = torch.cat([a.detach().reshape(-1) for a in model.arch_parameters()]).cpu()
-    mine = dict(rank=accelerator.process_index, alpha_sha256=hashlib.sha256(alpha.numpy().tobytes()).hexdigest(),
-                genotype=model.genotype().to_dict())
-    ranks = [mine]
-    if accelerator.num_processes > 1:
-        ranks = [None] * accelerator.num_processes
-        dist.all_gather_object(ranks, mine)
-    if accelerator.is_main_process:
-        atomic_write_json(out / 'ranks.json', ranks)
-    if any(r['alpha_sha256'] != ranks[0]['alpha_sha256'] or r['genotype'] != ranks[0]['genotype'] for r in ranks):
-        raise RuntimeError(f'alpha differs across ranks (see {out / "ranks.json"}): distributed search is broken')
-
-
 def main() -> None:
     args, config = parse_args()
     accelerator = Accelerator(cpu=args.cpu, project_dir=config.output,
@@ -236,7 +222,10 @@ def main() -> None:
 
     state.phase_index = len(phases)
     save_accelerate_state(accelerator, out / 'checkpoints', state.global_step)
-    check_ranks_agree(model, out, accelerator)
+    alpha = torch.cat([a.detach().reshape(-1) for a in model.arch_parameters()]).cpu()
+    alpha_sha256 = hashlib.sha256(alpha.numpy().tobytes()).hexdigest()
+    check_ranks_agree(dict(rank=accelerator.process_index, alpha_sha256=alpha_sha256, genotype=model.genotype().to_dict()),
+                      out / 'ranks.json', 'alpha (the search)')
     if accelerator.is_main_process:
         from prdarts_timm.search.plots import plot_alpha_history, plot_cells
 

@@ -6,6 +6,8 @@
     accelerate launch recipes/train.py --stages '[finetune]' --source runs/x/prune/model.safetensors
     accelerate launch --multi_gpu --num_processes 2 recipes/train.py ...  # data parallel, any number of ranks
     accelerate launch recipes/train.py --output runs/x --resume           # continue from the newest checkpoint
+    accelerate launch recipes/train.py --model local-dir:hub/x --pretrained true --auxiliary_weight 0 \
+        --stages '[finetune]' --data_source imagefolder --data_root my_data  # sparse fine-tuning of exported weights
 
 Any config key can be overridden on the command line (``--k 0.1 --global_k true``). Stages run in order; each
 starts from the previous stage's ``model.safetensors`` (the first one from ``source``, when given) and writes
@@ -64,7 +66,7 @@ from prdarts_timm.retrain import (
     STAGES, TRAINING_ONLY, TrainConfig, build_model, follow_global_k, prepare_stage, set_drop_path_scale,
     sync_batchnorm_stats,
 )
-from prdarts_timm.search.architect import average_across_processes
+from prdarts_timm.distributed import average_across_processes, check_ranks_agree
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'train_cpu_demo.yaml'
 
@@ -281,22 +283,6 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def check_ranks_agree(state: TrainState, folder: Path, accelerator: Accelerator) -> None:
-    """Every rank must end a stage with the same state dict, and EMA (bitwise); writes ``ranks.json``,
-    raises if not."""
-    mine = dict(rank=accelerator.process_index, state_sha256=state_sha256(state.model),
-                ema_sha256=state_sha256(state.ema.module) if state.ema is not None else None)
-    ranks = [mine]
-    if accelerator.num_processes > 1:
-        ranks = [None] * accelerator.num_processes
-        dist.all_gather_object(ranks, mine)
-    if accelerator.is_main_process:
-        atomic_write_json(folder / 'ranks.json', ranks)
-    if any(r['state_sha256'] != ranks[0]['state_sha256'] or r['ema_sha256'] != ranks[0]['ema_sha256'] for r in ranks):
-        raise RuntimeError(f'the model differs across ranks (see {folder / "ranks.json"}): distributed training '
-                           'is broken')
-
-
 def launch_command(accelerator: Accelerator) -> str:
     processes = f' --multi_gpu --num_processes {accelerator.num_processes}' if accelerator.num_processes > 1 else ''
     return f'accelerate launch{processes} {shlex.join(sys.argv)}'
@@ -320,7 +306,8 @@ def write_outputs(state: TrainState, config: TrainConfig, folder: Path, source: 
     atomic_write_json(folder / 'summary.json', dict(
         stage=state.stage, model=config.model, model_args=config.model_args(model.num_classes),
         cifar_stem=config.cifar_stem, k=config.k if state.stage != 'pretrain' else 1.0,
-        global_k=config.global_k, source=str(source) if source else ('pretrained' if config.pretrained else None), epochs=config.epochs(state.stage), steps=state.stage_step,
+        global_k=config.global_k, source=str(source) if source else ('pretrained' if config.pretrained else None),
+        epochs=config.epochs(state.stage), steps=state.stage_step,
         num_processes=accelerator.num_processes, global_batch=config.batch_size * accelerator.num_processes,
         seconds=round(seconds, 1), hardware=hardware_description(accelerator.device),
         command=launch_command(accelerator),
@@ -367,7 +354,8 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
         accelerator.load_state(str(resume_from))
         accelerator.print(f'resumed {stage} from {resume_from} (epoch {state.epoch}, step {state.step})')
     trainable = sum(p.numel() for g in state.optimizer.param_groups for p in g['params'])
-    start = 'its pretrained weights' if from_pretrained else f'k={config.k if stage != "pretrain" else 1}, source {source}'
+    k = config.k if stage != 'pretrain' else 1
+    start = 'its pretrained weights' if from_pretrained else f'k={k}, source {source}'
     accelerator.print(f'[{stage}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
                       f'parameters, {start}')
 
@@ -418,7 +406,9 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
         state.epoch += 1
         state.step, state.epoch_losses = 0, []
     save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
-    check_ranks_agree(state, folder, accelerator)
+    check_ranks_agree(dict(rank=accelerator.process_index, state_sha256=state_sha256(model),
+                           ema_sha256=state_sha256(state.ema.module) if state.ema is not None else None),
+                      folder / 'ranks.json', 'the trained model (or its EMA)')
     write_outputs(state, config, folder, source, time.time() - started, accelerator)
     accelerator.wait_for_everyone()
     accelerator.print(f'[{stage}] done: {folder / "model.safetensors"}')

@@ -18,11 +18,12 @@ from prdarts_timm.builder import create_model
 from prdarts_timm.checkpoint import CheckpointError, decode_sparse, encode_sparse, read_state_dict
 from prdarts_timm.data import MINI_CIFAR10_PATH
 from prdarts_timm.hub import (
-    CARD_TEMPLATE, CardError, HubError, card_values, check_card, check_folder, check_repo_id, export_folder,
+    CardError, HubError, card_values, check_card, check_folder, check_repo_id, export_folder,
     render_card,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+CARD_TEMPLATE = ROOT / 'hub_cards' / 'prdarts.md'
 ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
 HUB_ID = 'prdarts-test/prdarts_c10_mini.sp90_custom'
 

@@ -99,18 +99,23 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     assert (killed / 'genotype.json').read_text() == (full / 'genotype.json').read_text()
 
 
-@pytest.mark.parametrize('order', ['false', 'true'])
-def test_two_gloo_processes_keep_alpha_identical(tmp_path, order):
-    out = tmp_path / 'ddp'
-    launcher = [*LAUNCH, '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
-                '--dynamo_backend', 'no', '--main_process_port', _free_port()]
-    result = search(out, '--second_order', order, launcher=launcher)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_two_gloo_processes_keep_alpha_identical(tmp_path):
+    """First- and second-order searches, each as 2 gloo processes, started side by side."""
+    procs = {}
+    for order in ('false', 'true'):
+        launcher = [*LAUNCH, '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision',
+                    'no', '--dynamo_backend', 'no', '--main_process_port', _free_port()]
+        procs[order] = subprocess.Popen(search_cmd(tmp_path / order, '--second_order', order, launcher=launcher),
+                                        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import json
-    ranks = json.loads((out / 'ranks.json').read_text())
-    assert [r['rank'] for r in ranks] == [0, 1]
-    assert ranks[0]['alpha_sha256'] == ranks[1]['alpha_sha256']
-    assert ranks[0]['genotype'] == ranks[1]['genotype'] == Genotype.load(out / 'genotype.json').to_dict()
+    for order, proc in procs.items():
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        out = tmp_path / order
+        ranks = json.loads((out / 'ranks.json').read_text())
+        assert [r['rank'] for r in ranks] == [0, 1]
+        assert ranks[0]['alpha_sha256'] == ranks[1]['alpha_sha256'], order
+        assert ranks[0]['genotype'] == ranks[1]['genotype'] == Genotype.load(out / 'genotype.json').to_dict()
 
 
 def _fails(result, *fragments):
@@ -122,16 +127,22 @@ def _fails(result, *fragments):
 def test_bad_input_is_a_clear_error_and_leaves_outputs_intact(demo_run, tmp_path):
     config = tmp_path / 'bad.yaml'
     config.write_text('init_channel: 4\n')
-    _fails(search(tmp_path / 'a', '--config', str(config)), "unknown config key(s) ['init_channel']")
-    _fails(search(tmp_path / 'b', '--data_source', 'imagefolder', '--data_root', str(tmp_path / 'missing')),
-           'DatasetNotFoundError')
     (tmp_path / 'empty' / 'train').mkdir(parents=True)
-    _fails(search(tmp_path / 'c', '--data_source', 'imagefolder', '--data_root', str(tmp_path / 'empty')),
-           'DatasetNotFoundError')
-
     before = {p: p.read_bytes() for p in demo_run.rglob('*') if p.is_file()}
-    _fails(search(demo_run, '--k', '0.05', '--resume'), "another config (keys that differ: ['k'])")
-    _fails(search(demo_run), 'already holds a search run')
+    cases = dict(
+        unknown_key=(search_cmd(tmp_path / 'a', '--config', str(config)), "unknown config key(s) ['init_channel']"),
+        missing_root=(search_cmd(tmp_path / 'b', '--data_source', 'imagefolder', '--data_root',
+                                 str(tmp_path / 'missing')), 'DatasetNotFoundError'),
+        empty_root=(search_cmd(tmp_path / 'c', '--data_source', 'imagefolder', '--data_root', str(tmp_path / 'empty')),
+                    'DatasetNotFoundError'),
+        other_config=(search_cmd(demo_run, '--k', '0.05', '--resume'), "another config (keys that differ: ['k'])"),
+        overwrite=(search_cmd(demo_run), 'already holds a search run'),
+    )
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, (cmd, _) in cases.items()}  # each fails while starting up: run them side by side
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        _fails(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), cases[name][1])
     assert {p: p.read_bytes() for p in demo_run.rglob('*') if p.is_file()} == before
 
 

@@ -21,7 +21,7 @@ from ..checkpoint import CheckpointError, load_state_dict_checked
 from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
 from ..pruning import init_scores_scaled, set_global_k, set_pruning
-from ..search.architect import average_across_processes
+from ..distributed import average_across_processes
 from .config import TrainConfig
 
 __all__ = ['build_model', 'prepare_stage', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',

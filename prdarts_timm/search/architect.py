@@ -7,28 +7,14 @@ The validation loss is the loss of the supernet as it is: in the pruned phases i
 from typing import Callable, List, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..distributed import average_across_processes
 
 __all__ = ['Architect', 'average_across_processes', 'smoothing_kl']
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
-
-
-def average_across_processes(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """Mean of each tensor over all processes (one flat all-reduce); the tensors themselves when single-process."""
-    tensors = list(tensors)
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not tensors:
-        return tensors
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= dist.get_world_size()
-    out, start = [], 0
-    for t in tensors:
-        out.append(flat[start:start + t.numel()].view_as(t))
-        start += t.numel()
-    return out
 
 
 def smoothing_kl(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, sigma: float) -> torch.Tensor:

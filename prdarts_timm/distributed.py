@@ -1,0 +1,48 @@
+"""What keeps several processes identical: gradient (or statistic) averaging and a rank-agreement check.
+
+Both are no-ops in a single process; with ``torch.distributed`` initialised (accelerate launch, torchrun)
+they act across all ranks.
+"""
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import torch
+import torch.distributed as dist
+
+from .io import atomic_write_json
+
+__all__ = ['average_across_processes', 'check_ranks_agree']
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def average_across_processes(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Mean of each tensor over all processes (one flat all-reduce); the tensors themselves when single-process."""
+    tensors = list(tensors)
+    if _world() == 1 or not tensors:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start:start + t.numel()].view_as(t))
+        start += t.numel()
+    return out
+
+
+def check_ranks_agree(mine: Dict[str, Any], path: Path, what: str) -> List[Dict[str, Any]]:
+    """Gather every rank's ``mine`` (fingerprints of its state, plus ``rank``), write them to ``path`` from rank
+    0, and raise if any rank's fingerprints differ from rank 0's: ``what`` names the broken thing."""
+    ranks = [mine]
+    if _world() > 1:
+        ranks = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, mine)
+    if mine.get('rank', 0) == 0:
+        atomic_write_json(path, ranks)
+    strip = [{k: v for k, v in r.items() if k != 'rank'} for r in ranks]
+    if any(r != strip[0] for r in strip):
+        raise RuntimeError(f'{what} differs across ranks (see {path})')
+    return ranks
