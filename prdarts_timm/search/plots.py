@@ -272,7 +272,7 @@ def plot_cells(genotype: Genotype, path: PathLike) -> None:
     width = max(e[0] for e in extents) * _SCALE
     heights = [e[1] * _SCALE for e in extents]
     legend_h = 0.5
-    title_h = 0.55 if genotype.name else 0.1
+    title_h = 0.55 if genotype.name else 0.35  # room for the first panel's own title
     fig = Figure(figsize=(max(width, 6.0), sum(heights) + legend_h + title_h + 0.6))
     gs = fig.add_gridspec(2, 1, height_ratios=heights, hspace=0.15,
                           top=1 - title_h / fig.get_figheight(),
