@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Type, TypeVar
 
 import yaml
 
-__all__ = ['ConfigError', 'add_config_args', 'load_config', 'config_to_yaml']
+__all__ = ['ConfigError', 'add_config_args', 'load_config', 'config_to_yaml', 'check_same_config']
 
 T = TypeVar('T')
 
@@ -97,3 +97,13 @@ def _type_name(hint: Any) -> str:
 
 def config_to_yaml(config: Any) -> str:
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=True)
+
+
+def check_same_config(config: Any, folder: Path) -> None:
+    """Raise a :class:`ConfigError` unless ``config`` equals the ``config.yaml`` a run wrote into ``folder``
+    (resuming a run with another config would silently mix two experiments)."""
+    saved = yaml.safe_load((Path(folder) / 'config.yaml').read_text())
+    differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+    if differ:
+        raise ConfigError(f'cannot resume {folder}: it was run with another config (keys that differ: {differ}); '
+                          'resume with the same config, or start a new run in another --output')

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from .io import atomic_write_json
 
-__all__ = ['average_across_processes', 'check_ranks_agree']
+__all__ = ['average_across_processes', 'broadcast_from_rank0', 'check_ranks_agree']
 
 
 def _world() -> int:
@@ -31,6 +31,14 @@ def average_across_processes(tensors: Sequence[torch.Tensor]) -> List[torch.Tens
         out.append(flat[start:start + t.numel()].view_as(t))
         start += t.numel()
     return out
+
+
+@torch.no_grad()
+def broadcast_from_rank0(module: torch.nn.Module) -> None:
+    """Every parameter and buffer of ``module`` as rank 0 has it: one starting point on every rank."""
+    if _world() > 1:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)
 
 
 def check_ranks_agree(mine: Dict[str, Any], path: Path, what: str) -> List[Dict[str, Any]]:

@@ -1,11 +1,12 @@
-"""Atomic file writes: a temporary file in the same folder, renamed into place."""
+"""File helpers: atomic writes (a temporary file in the same folder, renamed into place) and file hashes."""
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Union
 
-__all__ = ['atomic_write', 'atomic_write_text', 'atomic_write_json']
+__all__ = ['atomic_write', 'atomic_write_text', 'atomic_write_json', 'file_sha256']
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
@@ -32,3 +33,12 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
 
 def atomic_write_json(path: Union[str, Path], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1) + '\n')
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()

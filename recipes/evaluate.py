@@ -23,7 +23,6 @@ markdown table row; ``--output`` writes everything as JSON.
 """
 import argparse
 import copy
-import hashlib
 import platform
 import shlex
 import sys
@@ -41,7 +40,7 @@ from prdarts_timm import GenotypeError, bake, count_params, sparsity_report
 from prdarts_timm.builder import ModelError, create_model
 from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from prdarts_timm.data import DatasetError, build_dataset, cifar_transforms
-from prdarts_timm.io import atomic_write_json
+from prdarts_timm.io import atomic_write_json, file_sha256
 from prdarts_timm.profile import count_macs, cpu_name, measure_latency
 
 MARKDOWN_COLUMNS = ('network', 'sparsity', 'top-1', 'params', 'nonzero', 'dense MACs', 'eff. MACs', 'latency b1')
@@ -135,14 +134,6 @@ def accuracy(model: nn.Module, loader: DataLoader, device: torch.device, top5: b
         samples += targets.numel()
     return dict(num_samples=samples, correct_top1=correct1, top1=100.0 * correct1 / max(samples, 1),
                 correct_top5=correct5 if top5 else None, top5=100.0 * correct5 / max(samples, 1) if top5 else None)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def human(n: float) -> str:

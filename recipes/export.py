@@ -15,7 +15,6 @@ a missing one is an error), ``train_config.yaml``, ``launch.json``, ``evaluation
 ``'hf-hub:<hub_id>'``. An existing folder is replaced only with ``--overwrite``.
 """
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import prdarts_timm  # noqa: F401  (registers the models)
 from prdarts_timm.builder import ModelError, create_model
 from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from prdarts_timm.hub import HubError, card_values, check_repo_id, export_folder, render_card
+from prdarts_timm.io import file_sha256
 from prdarts_timm.retrain import STAGES
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
@@ -53,10 +53,6 @@ def read_json(path: Path, what: str) -> Dict[str, Any]:
         raise HubError(f'{what} {str(path)!r} is not valid JSON ({e})') from None
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main() -> None:
     args = parse_args()
     run = Path(args.run)
@@ -69,7 +65,7 @@ def main() -> None:
                  if (run / s / 'summary.json').exists()]
     final = summaries[-1]
     evaluation = read_json(Path(args.evaluation), 'evaluation JSON')
-    if evaluation.get('checkpoint_sha256') != sha256(baked):
+    if evaluation.get('checkpoint_sha256') != file_sha256(baked):
         raise HubError(f'{args.evaluation} evaluates another file than {baked} (sha256 differs): run '
                        f'recipes/evaluate.py --checkpoint {baked} --output ... and pass that JSON')
     architecture = args.name.split('.')[0]

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
-import torch.distributed as dist
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from timm.optim import create_optimizer_v2
@@ -29,10 +27,10 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from prdarts_timm.checkpoint import save_accelerate_state
-from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
+from prdarts_timm.checkpoint import newest_accelerate_state, save_accelerate_state
+from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
-from prdarts_timm.distributed import check_ranks_agree
+from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
@@ -85,20 +83,16 @@ def parse_args() -> Tuple[argparse.Namespace, SearchConfig]:
 def check_run_folder(config: SearchConfig, resume: bool) -> Optional[Path]:
     """The checkpoint to resume from (or None); refuses to overwrite a run or to resume another config's run."""
     out = Path(config.output)
-    checkpoints = sorted((out / 'checkpoints').glob('step_*'))
+    newest = newest_accelerate_state(out / 'checkpoints')
     if not resume:
-        if (out / 'genotype.json').exists() or checkpoints:
+        if (out / 'genotype.json').exists() or newest is not None:
             raise ConfigError(f'{out} already holds a search run; pass --resume to continue it, or choose '
                               'another --output')
         return None
-    if not checkpoints:
+    if newest is None:
         raise ConfigError(f'nothing to resume in {out}: no checkpoints/step_* folder; start without --resume')
-    saved = yaml.safe_load((out / 'config.yaml').read_text())
-    differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
-    if differ:
-        raise ConfigError(f'cannot resume {out}: it was run with another config (keys that differ: {differ}); '
-                          'resume with the same config, or start a new run in another --output')
-    return checkpoints[-1]
+    check_same_config(config, out)
+    return newest
 
 
 def epoch_batches(dataset: SeededTransform, alpha_dataset: SeededTransform, config: SearchConfig, epoch_seed: int,
@@ -168,9 +162,7 @@ def main() -> None:
 
     model = Supernet(C=config.init_channels, layers=config.layers, num_classes=len(train_set.classes))
     model.to(accelerator.device)
-    if dist.is_available() and dist.is_initialized():
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)  # one starting point on every rank
+    broadcast_from_rank0(model)
     arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=config.arch_lr, betas=tuple(config.arch_betas),
                                       weight_decay=config.arch_weight_decay)
     architect = Architect(model, arch_optimizer, second_order=config.second_order,

@@ -42,7 +42,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from timm.data import Mixup, create_transform, resolve_data_config
@@ -58,7 +57,7 @@ from prdarts_timm.builder import ModelError
 from prdarts_timm.checkpoint import (
     CheckpointError, newest_accelerate_state, read_state_dict, save_accelerate_state, save_safetensors,
 )
-from prdarts_timm.config import ConfigError, add_config_args, config_to_yaml, load_config
+from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
 from prdarts_timm.data import DatasetError, SeededTransform, build_dataset, cifar_transforms, shard_indices
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.profile import hardware_description
@@ -66,7 +65,7 @@ from prdarts_timm.retrain import (
     STAGES, TRAINING_ONLY, TrainConfig, build_model, follow_global_k, prepare_stage, set_drop_path_scale,
     sync_batchnorm_stats,
 )
-from prdarts_timm.distributed import average_across_processes, check_ranks_agree
+from prdarts_timm.distributed import average_across_processes, broadcast_from_rank0, check_ranks_agree
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'train_cpu_demo.yaml'
 
@@ -136,11 +135,7 @@ def plan_stages(config: TrainConfig, resume: bool) -> List[Tuple[str, Optional[P
         return [(s, None) for s in config.stages]
     if not (out / 'config.yaml').exists():
         raise ConfigError(f'nothing to resume in {out}: no config.yaml; start without --resume')
-    saved = yaml.safe_load((out / 'config.yaml').read_text())
-    differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
-    if differ:
-        raise ConfigError(f'cannot resume {out}: it was run with another config (keys that differ: {differ}); '
-                          'resume with the same config, or start a new run in another --output')
+    check_same_config(config, out)
     todo = [s for s in config.stages if s not in done]
     return [(s, newest_accelerate_state(out / s / 'checkpoints') if i == 0 else None) for i, s in enumerate(todo)]
 
@@ -329,9 +324,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     prepare_stage(model, stage, config, None if from_pretrained else read_source(stage, source), str(source),
                   pretrained=from_pretrained)
     model.to(accelerator.device)
-    if dist.is_available() and dist.is_initialized():
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)  # one starting point on every rank
+    broadcast_from_rank0(model)
 
     train_transform, eval_transform = build_transforms(model, config)
     train_data = SeededTransform(train_set, train_transform, seed=config.seed * 10 + stage_index)

@@ -8,7 +8,6 @@ Every conv and linear is a :class:`~prdarts_timm.layers.PrunedConv2d` / ``Pruned
 so each model can be pruned and retrained as is (``prdarts_timm.pruning.set_pruning``).
 """
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -25,6 +24,7 @@ from timm.models._pretrained import PretrainedCfg
 from timm.models._registry import get_pretrained_cfg, list_pretrained
 
 from ..genotypes import Genotype, get_genotype
+from ..io import file_sha256
 from ..layers import PrunedConv2d, PrunedLinear
 from ..ops import FactorizedReduce, ReLUConvBN, make_op
 
@@ -430,7 +430,7 @@ def _verify_bundled(file: str) -> None:
         raise CheckpointError(f'the bundled weights {path} are missing from this install: reinstall prdarts-timm, '
                               f"or load them from the Hub with timm.create_model('hf-hub:{entry['hf_hub_id']}', "
                               'pretrained=True)')
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     if digest != entry['sha256']:
         raise CheckpointError(f'the bundled weights {path} are corrupt (sha256 {digest[:12]}..., expected '
                               f"{entry['sha256'][:12]}...): reinstall prdarts-timm, or load them from the Hub "
