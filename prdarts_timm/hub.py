@@ -16,7 +16,7 @@ import shutil
 import string
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch.nn as nn
 
@@ -93,9 +93,10 @@ def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
 
 
 def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: Mapping[str, Any],
-                model: nn.Module) -> Dict[str, Any]:
-    """The card's fields, every number from ``evaluation`` (recipes/evaluate.py JSON) and ``summary`` (the
-    finetune stage's summary.json); absent figures stay None, so :func:`render_card` refuses them."""
+                model: nn.Module, more_evaluations: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
+    """The card's fields, every number from ``evaluation`` (recipes/evaluate.py JSON), ``more_evaluations``
+    (the same weights on other splits) and ``summary`` (the stages' summary.json); absent figures stay None, so
+    :func:`render_card` refuses them."""
     def get(data: Any, *path: str) -> Any:
         for key in path:
             data = data.get(key) if isinstance(data, Mapping) else None
@@ -137,7 +138,21 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         eval_command=env.get('command'), torch_version=env.get('torch'), timm_version=env.get('timm'),
         prdarts_version=env.get('prdarts_timm'), train_command=summary.get('command'), train_budget=budget,
         last_top1=history[-1].get('top1') if history else None,
+        more_evaluations=''.join(_more_evaluation_line(e) for e in more_evaluations),
     )
+
+
+def _more_evaluation_line(evaluation: Mapping[str, Any]) -> str:
+    """A card line for an evaluation of the same weights on another split; an incomplete JSON is refused."""
+    dataset = evaluation.get('dataset') or {}
+    values = dict(split=dataset.get('split'), source=dataset.get('source'), n=dataset.get('num_evaluated'),
+                  top1=evaluation.get('top1'), top5=evaluation.get('top5'),
+                  command=(evaluation.get('environment') or {}).get('command'))
+    missing = sorted(k for k, v in values.items() if v is None)
+    if missing:
+        raise CardError(f'an extra evaluation JSON lacks {missing}: pass the --output of recipes/evaluate.py')
+    return (f"- Also: top-1 {values['top1']:.2f}%, top-5 {values['top5']:.2f}% on the {values['n']:,} images of "
+            f"the `{values['split']}` split of data source `{values['source']}`: `{values['command']}`\n")
 
 
 def render_card(template: str, values: Mapping[str, Any]) -> str:
@@ -233,6 +248,34 @@ def check_folder(folder: Union[str, os.PathLike]) -> List[Path]:
                            'export again')
     check_card((folder / 'README.md').read_text())
     return sorted(p for p in folder.rglob('*') if p.is_file() and not p.name.startswith('.'))
+
+
+def bundle_weights(folder: Union[str, os.PathLike], name: str, hub_id: str,
+                   weights_dir: Union[str, os.PathLike, None] = None) -> Dict[str, str]:
+    """Make the exported ``folder`` the weights the package carries for tag ``name`` (``model.tag``): its
+    compact ``model.sparse.safetensors`` (else ``model.safetensors``) is copied into ``weights_dir`` (default:
+    ``prdarts_timm/weights``) and ``index.json`` gets the entry (file, sha256, hf_hub_id) that timm's registry
+    reads on the next import. Maintainers run it (``recipes/export.py --bundle``) when publishing a tag."""
+    import timm
+
+    from .io import atomic_write, atomic_write_json, file_sha256
+    from .models.prdarts import WEIGHTS_DIR
+
+    folder, weights_dir = Path(folder), Path(weights_dir or WEIGHTS_DIR)
+    check_folder(folder)
+    check_repo_id(hub_id)
+    if '.' not in name or name not in timm.list_models(name.split('.')[0], include_tags=True):
+        raise HubError(f'{name!r} is not a registered model.tag: add the tag to the model family\'s default_cfgs '
+                       'first (e.g. prdarts_c10_micro.sp99_cifar10)')
+    source = folder / 'model.sparse.safetensors'
+    source = source if source.is_file() else folder / 'model.safetensors'
+    file = f'{name}.{"sparse." if source.name.startswith("model.sparse") else ""}safetensors'
+    atomic_write(weights_dir / file, lambda tmp: shutil.copyfile(source, tmp))
+    index_path = weights_dir / 'index.json'
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    index[name] = dict(file=file, sha256=file_sha256(weights_dir / file), hf_hub_id=hub_id)
+    atomic_write_json(index_path, dict(sorted(index.items())))
+    return index[name]
 
 
 def _states_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -200,7 +200,7 @@ def main() -> None:
                      layers=[dict(layer, density=layer['nonzero'] / layer['numel'])
                              for layer in report.to_dict()['layers']]),
         macs=macs.to_dict(), latency=latency,
-        environment=dict(command=shlex.join([sys.executable, *sys.argv]), python=platform.python_version(),
+        environment=dict(command=shlex.join(['python', *sys.argv]), python=platform.python_version(),
                          torch=torch.__version__, timm=timm.__version__, prdarts_timm=prdarts_timm.__version__,
                          cpu=cpu_name(), threads=args.threads, torch_threads=torch.get_num_threads()),
     )

@@ -10,7 +10,10 @@ Reads the run folder of ``recipes/train.py`` (``finetune/model_baked.safetensors
 file (checked by sha256), and writes ``--output``: ``config.json``, ``model.safetensors`` (masks baked in),
 ``model.sparse.safetensors`` with ``--sparse`` (the same tensors, compact), ``README.md`` (rendered from
 ``hub_cards/prdarts.md``; every number from the evaluation and the summaries,
-a missing one is an error), ``train_config.yaml``, ``launch.json``, ``evaluation.json``. Then
+a missing one is an error), ``train_config.yaml``, ``launch.json``, ``evaluation.json`` (and
+``evaluation_<source>_<split>.json`` for each of ``--more_evaluations``, e.g. the embedded mini test split the
+package's tests check the weights on). A run of ``--stages '[prune, finetune]' --source <pretrain run>`` gets
+the pretrain stage's budget from the summary beside its source. Then
 ``timm.create_model('local-dir:<output>', pretrained=True)`` loads it, and after ``recipes/push_to_hub.py``,
 ``'hf-hub:<hub_id>'``. An existing folder is replaced only with ``--overwrite``.
 """
@@ -18,12 +21,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import prdarts_timm  # noqa: F401  (registers the models)
 from prdarts_timm.builder import ModelError, create_model
 from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
-from prdarts_timm.hub import HubError, card_values, check_repo_id, export_folder, render_card
+from prdarts_timm.hub import HubError, bundle_weights, card_values, check_repo_id, export_folder, render_card
 from prdarts_timm.io import file_sha256
 from prdarts_timm.retrain import STAGES
 
@@ -34,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--run', required=True, help='the output folder of recipes/train.py')
     parser.add_argument('--evaluation', required=True, help='recipes/evaluate.py --output JSON of the baked weights')
+    parser.add_argument('--more_evaluations', nargs='*', default=[],
+                        help='more evaluate.py JSONs of the same baked file (other splits), listed in the card')
     parser.add_argument('--name', required=True, help='model name with tag, e.g. prdarts_c10_mini.sp99_cifar10')
     parser.add_argument('--hub_id', required=True, help='the Hub repo the folder is for, namespace/name')
     parser.add_argument('--output', required=True, help='folder to write')
@@ -41,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output folder')
     parser.add_argument('--sparse', action='store_true',
                         help='also write model.sparse.safetensors (compact: indices + values of the kept weights)')
+    parser.add_argument('--bundle', action='store_true',
+                        help='maintainers: also make this folder the weights the package carries for --name '
+                             '(prdarts_timm/weights + index.json), so pretrained=True loads them offline')
     return parser.parse_args()
 
 
@@ -53,6 +61,29 @@ def read_json(path: Path, what: str) -> Dict[str, Any]:
         raise HubError(f'{what} {str(path)!r} is not valid JSON ({e})') from None
 
 
+def run_summaries(run: Path) -> List[Dict[str, Any]]:
+    """The summary.json of every stage that made the run's weights, in order: the run's own stages, preceded by
+    those of the run its first stage started from (``source``), as in ``--stages '[prune, finetune]'``."""
+    summaries = [read_json(run / s / 'summary.json', f'{s} summary') for s in STAGES
+                 if (run / s / 'summary.json').exists()]
+    while summaries and summaries[0].get('source'):
+        path = Path(summaries[0]['source']).parent / 'summary.json'
+        earlier = read_json(path, 'source summary') if path.is_file() else {}
+        if STAGES.index(earlier.get('stage', summaries[0]['stage'])) >= STAGES.index(summaries[0]['stage']):
+            break  # no summary beside the source, or not an earlier stage
+        summaries.insert(0, earlier)
+    return summaries
+
+
+def read_evaluation(path: str, baked: Path) -> Dict[str, Any]:
+    """An evaluate.py JSON, checked to be of ``baked`` (sha256)."""
+    evaluation = read_json(Path(path), 'evaluation JSON')
+    if evaluation.get('checkpoint_sha256') != file_sha256(baked):
+        raise HubError(f'{path} evaluates another file than {baked} (sha256 differs): run '
+                       f'recipes/evaluate.py --checkpoint {baked} --output ... and pass that JSON')
+    return evaluation
+
+
 def main() -> None:
     args = parse_args()
     run = Path(args.run)
@@ -61,13 +92,10 @@ def main() -> None:
         raise HubError(f'{baked} does not exist: --run takes a recipes/train.py folder whose finetune stage is '
                        'complete')
     check_repo_id(args.hub_id)
-    summaries = [read_json(run / s / 'summary.json', f'{s} summary') for s in STAGES
-                 if (run / s / 'summary.json').exists()]
+    summaries = run_summaries(run)
     final = summaries[-1]
-    evaluation = read_json(Path(args.evaluation), 'evaluation JSON')
-    if evaluation.get('checkpoint_sha256') != file_sha256(baked):
-        raise HubError(f'{args.evaluation} evaluates another file than {baked} (sha256 differs): run '
-                       f'recipes/evaluate.py --checkpoint {baked} --output ... and pass that JSON')
+    evaluation = read_evaluation(args.evaluation, baked)
+    more = [read_evaluation(path, baked) for path in args.more_evaluations]
     architecture = args.name.split('.')[0]
     if architecture != final['model'].split('.')[0]:
         raise HubError(f'--name {args.name} names {architecture}, but the run trained {final["model"]}')
@@ -78,13 +106,19 @@ def main() -> None:
     summary = dict(stages=[dict(stage=s['stage'], epochs=s['epochs'], steps=s['steps'],
                                 global_batch=s.get('global_batch'), seconds=s['seconds']) for s in summaries],
                    hardware=final.get('hardware'), command=final.get('command'), history=final.get('history'))
-    card = render_card(Path(args.template).read_text(), card_values(args.name, args.hub_id, evaluation, summary, model))
+    card = render_card(Path(args.template).read_text(),
+                       card_values(args.name, args.hub_id, evaluation, summary, model, more))
     extra = {'train_config.yaml': (run / 'config.yaml').read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}
+    extra.update({f'evaluation_{e["dataset"]["source"]}_{e["dataset"]["split"]}.json': json.dumps(e, indent=1)
+                  for e in more})
     if (run / 'launch.json').exists():
         extra['launch.json'] = (run / 'launch.json').read_text()
     folder = export_folder(model, args.output, card, extra_files=extra, overwrite=args.overwrite, sparse=args.sparse)
     print(f'exported {args.name} to {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
     print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) after import prdarts_timm")
+    if args.bundle:
+        entry = bundle_weights(folder, args.name, args.hub_id)
+        print(f'bundled {args.name}: prdarts_timm/weights/{entry["file"]} (sha256 {entry["sha256"][:12]}...)')
 
 
 if __name__ == '__main__':

@@ -187,6 +187,56 @@ def test_bundled_weights_load_offline_and_are_sha256_checked(exported, tmp_path,
                           genotype=searched_genotype())
 
 
+def test_bundle_weights_adds_the_compact_file_and_its_index_entry(exported, tmp_path):
+    from prdarts_timm.hub import bundle_weights
+    folder, model = exported
+    card = (folder / 'README.md').read_text()
+    sparse_folder = export_folder(model, tmp_path / 'sparse', card, sparse=True)
+    weights = tmp_path / 'weights'
+    entry = bundle_weights(sparse_folder, 'prdarts_c10_mini.sp99_cifar10', HUB_ID, weights)
+    assert entry == json.loads((weights / 'index.json').read_text())['prdarts_c10_mini.sp99_cifar10']
+    assert entry['file'] == 'prdarts_c10_mini.sp99_cifar10.sparse.safetensors' and entry['hf_hub_id'] == HUB_ID
+    assert entry['sha256'] == __import__('hashlib').sha256((weights / entry['file']).read_bytes()).hexdigest()
+    bundled, plain = read_state_dict(weights / entry['file']), read_state_dict(sparse_folder / 'model.safetensors')
+    assert bundled.keys() == plain.keys() and all(torch.equal(bundled[k], plain[k]) for k in plain)
+    with pytest.raises(HubError, match='not a registered model.tag'):
+        bundle_weights(sparse_folder, 'prdarts_c10_mini.sp42_nowhere', HUB_ID, weights)
+    (sparse_folder / 'README.md').unlink()
+    with pytest.raises(HubError, match=r"lacks \['README.md'\]"):
+        bundle_weights(sparse_folder, 'prdarts_c10_mini.sp99_cifar10', HUB_ID, weights)
+    assert list(json.loads((weights / 'index.json').read_text())) == ['prdarts_c10_mini.sp99_cifar10']
+
+
+def test_card_lists_more_evaluations_of_the_same_weights(exported):
+    folder, model = exported
+    other = evaluation_for(model)
+    other.update(top1=31.25, top5=80.0, dataset=dict(source='imagefolder', split='test', num_evaluated=10000))
+    card = render_card(CARD_TEMPLATE.read_text(), card_values(
+        'prdarts_c10_mini.sp90_custom', HUB_ID, evaluation_for(model), SUMMARY, model, [other]))
+    assert ('- Also: top-1 31.25%, top-5 80.00% on the 10,000 images of the `test` split of data source '
+            '`imagefolder`: `python recipes/evaluate.py ...`') in card
+    del other['environment']
+    with pytest.raises(CardError, match=r"lacks \['command'\]"):
+        card_values('x.y', HUB_ID, evaluation_for(model), SUMMARY, model, [other])
+
+
+def test_export_reads_the_budget_of_the_run_a_stage_started_from(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('export_recipe', ROOT / 'recipes' / 'export.py')
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    pretrained = tmp_path / 'dense' / 'pretrain'
+    pretrained.mkdir(parents=True)
+    (pretrained / 'summary.json').write_text(json.dumps(dict(stage='pretrain', source=None)))
+    for stage in ('prune', 'finetune'):
+        (tmp_path / 'k0.01' / stage).mkdir(parents=True)
+        source = str(pretrained / 'model.safetensors') if stage == 'prune' else 'k0.01/prune/model.safetensors'
+        (tmp_path / 'k0.01' / stage / 'summary.json').write_text(json.dumps(dict(stage=stage, source=source)))
+    assert [s['stage'] for s in export.run_summaries(tmp_path / 'k0.01')] == ['pretrain', 'prune', 'finetune']
+    (pretrained / 'summary.json').unlink()  # the source run is gone: the run's own stages only
+    assert [s['stage'] for s in export.run_summaries(tmp_path / 'k0.01')] == ['prune', 'finetune']
+
+
 def test_pretrained_without_weights_is_a_clear_error():
     with pytest.raises(PretrainedWeightsError, match='no pretrained weights exist for prdarts_c10_mini'):
         timm.create_model('prdarts_c10_mini', pretrained=True)

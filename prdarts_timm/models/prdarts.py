@@ -451,6 +451,12 @@ default_cfgs = generate_default_cfgs({name: dict(cfg, **_weights(name)) for name
     'prdarts_onestep_c10.sp99_cifar10': _cfg(),
     'darts_v2_c10.sp99_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
     'darts_v2_c10_mini.sp99_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
+    'prdarts_c10_micro.sp99_cifar10': _cfg(),
+    'prdarts_c10_micro.sp90_cifar10': _cfg(),
+    'prdarts_cpu_c10_micro.sp99_cifar10': _cfg(),
+    'prdarts_cpu_c10_micro.sp90_cifar10': _cfg(),
+    'darts_v2_c10_micro.sp99_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
+    'darts_v2_c10_micro.sp90_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
     'prdarts_in1k.sp99_in1k': _cfg_in1k(),
 }.items()})
 
@@ -488,6 +494,18 @@ def prdarts_c10_large(pretrained: bool = False, **kwargs) -> PRDarts:
 def prdarts_c10_mini(pretrained: bool = False, **kwargs) -> PRDarts:
     """PR-DARTS 99% cell, 16 channels / 8 cells: a size a CPU can train."""
     return _prdarts('prdarts_c10_mini', pretrained, kwargs, genotype='prdarts_99', C=16, layers=8)
+
+
+@register_model
+def prdarts_c10_micro(pretrained: bool = False, **kwargs) -> PRDarts:
+    """PR-DARTS 99% cell, 32 channels / 5 cells: the CPU replication's size (about MobileNet-v2 0.35's weights)."""
+    return _prdarts('prdarts_c10_micro', pretrained, kwargs, genotype='prdarts_99', C=32, layers=5)
+
+
+@register_model
+def prdarts_cpu_c10_micro(pretrained: bool = False, **kwargs) -> PRDarts:
+    """This project's CPU-searched cell (genotype prdarts_cpu_99), 32 channels / 5 cells."""
+    return _prdarts('prdarts_cpu_c10_micro', pretrained, kwargs, genotype='prdarts_cpu_99', C=32, layers=5)
 
 
 @register_model
@@ -530,6 +548,12 @@ def darts_v2_c10(pretrained: bool = False, **kwargs) -> PRDarts:
 def darts_v2_c10_mini(pretrained: bool = False, **kwargs) -> PRDarts:
     """DARTS-V2 cell, 16 channels / 8 cells."""
     return _prdarts('darts_v2_c10_mini', pretrained, kwargs, genotype='darts_v2', C=16, layers=8)
+
+
+@register_model
+def darts_v2_c10_micro(pretrained: bool = False, **kwargs) -> PRDarts:
+    """DARTS-V2 cell, 32 channels / 5 cells."""
+    return _prdarts('darts_v2_c10_micro', pretrained, kwargs, genotype='darts_v2', C=32, layers=5)
 
 
 @register_model
