@@ -14,13 +14,13 @@ import os
 import re
 import shutil
 import string
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch.nn as nn
 
 from .checkpoint import encode_sparse, save_safetensors
+from .io import atomic_write_folder
 from .layers import bake
 
 __all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
@@ -70,9 +70,8 @@ def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
     if getattr(model, 'aux_head', None) is not None:
         model.aux_head = None  # training only
     args = export_args(model)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.', suffix='.tmp'))
-    try:
+
+    def write(tmp: Path) -> None:
         save_config_for_hf(model, str(tmp / 'config.json'), model_args=args)
         save_safetensors(model.state_dict(), tmp / 'model.safetensors', metadata={'format': 'pt'})
         if sparse:
@@ -82,13 +81,8 @@ def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
         for name, content in (extra_files or {}).items():
             path = tmp / name
             path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
-        os.chmod(tmp, 0o755)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_folder(folder, write)
     return folder
 
 

@@ -16,6 +16,13 @@ package's tests check the weights on). A run of ``--stages '[prune, finetune]' -
 the pretrain stage's budget from the summary beside its source. Then
 ``timm.create_model('local-dir:<output>', pretrained=True)`` loads it, and after ``recipes/push_to_hub.py``,
 ``'hf-hub:<hub_id>'``. An existing folder is replaced only with ``--overwrite``.
+
+``--deploy`` (with ``--run`` and ``--output``) writes the deployment folder instead
+(``prdarts_timm.deploy.deploy_folder``): ``model.safetensors`` (the baked state dict), ``model.onnx`` (ONNX
+opset 18, batch size dynamic, input ``input``, output ``logits``; run it with ONNX Runtime) and
+``deploy.json`` (model, its args, input size, the source checkpoint's sha256).
+
+    python recipes/export.py --deploy --run runs/x --output deploy/x
 """
 import argparse
 import json
@@ -25,7 +32,9 @@ from typing import Any, Dict, List
 
 import prdarts_timm  # noqa: F401  (registers the models)
 from prdarts_timm.builder import ModelError, create_model
+from prdarts_timm import bake
 from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
+from prdarts_timm.deploy import DeployError, deploy_folder
 from prdarts_timm.hub import HubError, bundle_weights, card_values, check_repo_id, export_folder, render_card
 from prdarts_timm.io import file_sha256
 from prdarts_timm.retrain import STAGES
@@ -36,11 +45,11 @@ CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--run', required=True, help='the output folder of recipes/train.py')
-    parser.add_argument('--evaluation', required=True, help='recipes/evaluate.py --output JSON of the baked weights')
+    parser.add_argument('--evaluation', help='recipes/evaluate.py --output JSON of the baked weights (Hub folder)')
     parser.add_argument('--more_evaluations', nargs='*', default=[],
                         help='more evaluate.py JSONs of the same baked file (other splits), listed in the card')
-    parser.add_argument('--name', required=True, help='model name with tag, e.g. prdarts_c10_mini.sp99_cifar10')
-    parser.add_argument('--hub_id', required=True, help='the Hub repo the folder is for, namespace/name')
+    parser.add_argument('--name', help='model name with tag, e.g. prdarts_c10_mini.sp99_cifar10 (Hub folder)')
+    parser.add_argument('--hub_id', help='the Hub repo the folder is for, namespace/name (Hub folder)')
     parser.add_argument('--output', required=True, help='folder to write')
     parser.add_argument('--template', default=str(CARD_TEMPLATE), help='model card template')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output folder')
@@ -49,7 +58,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--bundle', action='store_true',
                         help='maintainers: also make this folder the weights the package carries for --name '
                              '(prdarts_timm/weights + index.json), so pretrained=True loads them offline')
-    return parser.parse_args()
+    parser.add_argument('--deploy', action='store_true',
+                        help='write the deployment folder instead: model.safetensors (baked), model.onnx, deploy.json')
+    args = parser.parse_args()
+    if not args.deploy:
+        missing = [f'--{k}' for k in ('evaluation', 'name', 'hub_id') if getattr(args, k) is None]
+        if missing:
+            parser.error(f'a Hub folder needs {", ".join(missing)} (or pass --deploy for the deployment folder)')
+    return args
 
 
 def read_json(path: Path, what: str) -> Dict[str, Any]:
@@ -84,6 +100,19 @@ def read_evaluation(path: str, baked: Path) -> Dict[str, Any]:
     return evaluation
 
 
+def deploy(args: argparse.Namespace, final: Dict[str, Any], model_args: Dict[str, Any], baked: Path) -> None:
+    """The deployment folder of the run's baked network (prdarts_timm.deploy.deploy_folder)."""
+    import timm
+    model = create_model(final['model'], cifar_stem=final.get('cifar_stem', False), **model_args)
+    load_state_dict_checked(model, read_state_dict(baked), str(baked))
+    bake(model)  # the pruned layers took their masks back from the zeros: write them in again, drop them
+    input_size = timm.data.resolve_data_config(model=model)['input_size']
+    info = dict(model=final['model'], model_args=model_args, cifar_stem=final.get('cifar_stem', False),
+                checkpoint=str(baked), checkpoint_sha256=file_sha256(baked))
+    folder = deploy_folder(model, args.output, input_size, info, overwrite=args.overwrite)
+    print(f'deployment folder {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
+
+
 def main() -> None:
     args = parse_args()
     run = Path(args.run)
@@ -91,15 +120,18 @@ def main() -> None:
     if not baked.is_file():
         raise HubError(f'{baked} does not exist: --run takes a recipes/train.py folder whose finetune stage is '
                        'complete')
-    check_repo_id(args.hub_id)
     summaries = run_summaries(run)
     final = summaries[-1]
+    model_args = {k: v for k, v in final['model_args'].items() if k not in ('auxiliary', 'drop_path_rate', 'drop_rate')}
+    if args.deploy:
+        deploy(args, final, model_args, baked)
+        return
+    check_repo_id(args.hub_id)
     evaluation = read_evaluation(args.evaluation, baked)
     more = [read_evaluation(path, baked) for path in args.more_evaluations]
     architecture = args.name.split('.')[0]
     if architecture != final['model'].split('.')[0]:
         raise HubError(f'--name {args.name} names {architecture}, but the run trained {final["model"]}')
-    model_args = {k: v for k, v in final['model_args'].items() if k not in ('auxiliary', 'drop_path_rate', 'drop_rate')}
     model = create_model(architecture, cifar_stem=final.get('cifar_stem', False), **model_args)
     load_state_dict_checked(model, read_state_dict(baked), str(baked))
 
@@ -124,5 +156,5 @@ def main() -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (HubError, CheckpointError, ModelError) as e:
+    except (HubError, DeployError, CheckpointError, ModelError) as e:
         sys.exit(f'error: {type(e).__name__}: {e}')

@@ -171,6 +171,27 @@ def test_evaluate_export_and_dry_run_push(runs, tmp_path):
     _fails(again, 'HubError', 'already exists', '--overwrite')
 
 
+def test_export_deploy_folder_runs_in_onnx_runtime(runs, tmp_path):
+    from prdarts_timm.builder import create_model
+    from prdarts_timm.checkpoint import read_state_dict
+    from prdarts_timm.deploy import onnx_session
+    out = tmp_path / 'deploy'
+    cmd = [sys.executable, 'recipes/export.py', '--deploy', '--run', str(runs / 'mobilenet'), '--output', str(out)]
+    _ok(subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300))
+    assert sorted(p.name for p in out.iterdir()) == ['deploy.json', 'model.onnx', 'model.safetensors']
+    info = json.loads((out / 'deploy.json').read_text())
+    assert info['model'] == 'mobilenetv2_100' and info['cifar_stem'] and info['onnx_opset'] == 18
+    model = create_model('mobilenetv2_100', cifar_stem=True, num_classes=10).eval()
+    model.load_state_dict(read_state_dict(out / 'model.safetensors'))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    (logits,) = onnx_session(out / 'model.onnx').run(None, {'input': x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=1e-4)
+    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    _fails(again, 'DeployError', 'already exists', '--overwrite')
+
+
 def test_resume_after_kill_gives_the_same_weights(runs, tmp_path):
     reference = runs / 'prdarts'
     killed = tmp_path / 'killed'

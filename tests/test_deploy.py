@@ -1,0 +1,94 @@
+"""Deployment forms (prdarts_timm.deploy): sparse kernels and ONNX give the masked network's logits."""
+import copy
+
+import pytest
+import timm
+import torch
+
+import prdarts_timm
+from prdarts_timm import bake, init_scores_scaled, list_genotypes, set_pruning
+from prdarts_timm.builder import create_model
+from prdarts_timm.deploy import (
+    DeployError, SparseConv1x1, SparseLinear, export_onnx, onnx_session, use_sparse_kernels,
+)
+from prdarts_timm.layers import convert_to_pruned
+
+ATOL = 1e-5  # sparse and dense products sum in another order: float32 rounding only
+
+
+def random_masked(model: torch.nn.Module, k: float, seed: int = 0) -> torch.nn.Module:
+    """``model`` with a random mask of k per layer (random scores, then fixed), baked, in eval mode."""
+    torch.manual_seed(seed)
+    set_pruning(model, 'learn', k=k)
+    for module in model.modules():
+        if isinstance(module, prdarts_timm.PrunedLayer) and module.scores is not None:
+            module.scores.data.uniform_()
+    set_pruning(model, 'fixed', k=k)
+    for module in model.modules():  # BN statistics away from the identity, so folding errors would show
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return bake(model).eval()
+
+
+@pytest.mark.parametrize('genotype', list_genotypes())
+@pytest.mark.parametrize('k', [0.1, 0.01])
+def test_sparse_kernels_give_the_masked_logits(genotype, k):
+    masked = random_masked(timm.create_model('prdarts_c10_mini', genotype=genotype, C=8, layers=5), k)
+    sparse = copy.deepcopy(masked)
+    choices = use_sparse_kernels(sparse, torch.randn(1, 3, 32, 32), repeats=1, margin=float('inf'))
+    swapped = [m for m in sparse.modules() if isinstance(m, (SparseConv1x1, SparseLinear))]
+    assert len(swapped) == len(choices) > 0 and all(c.sparse for c in choices)
+    assert isinstance(sparse.classifier, SparseLinear)
+    for batch in (1, 8):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(sparse(x), masked(x), atol=ATOL, rtol=0)
+
+
+def test_sparse_kernels_on_a_pruned_mobilenet_and_the_measured_rule():
+    masked = random_masked(convert_to_pruned(create_model('mobilenetv2_035', cifar_stem=True, num_classes=10)), 0.01)
+    sparse = copy.deepcopy(masked)
+    choices = use_sparse_kernels(sparse, torch.randn(8, 3, 32, 32), repeats=1, margin=float('inf'))
+    assert sum(c.sparse for c in choices) == len(choices) == 1 + sum(  # classifier + every 1x1 conv
+        1 for m in masked.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1))
+    for batch in (1, 8):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(sparse(x), masked(x), atol=ATOL, rtol=0)
+    kept = copy.deepcopy(masked)
+    choices = use_sparse_kernels(kept, torch.randn(1, 3, 32, 32), repeats=1, margin=0.0)  # never faster than 0
+    assert choices and not any(c.sparse for c in choices)
+    assert not any(isinstance(m, (SparseConv1x1, SparseLinear)) for m in kept.modules())
+    assert all(c.dense_ms > 0 and c.sparse_ms > 0 and 0 < c.density <= 0.02 for c in choices)
+
+
+@pytest.mark.parametrize('name,kwargs', [('prdarts_c10_mini', dict(C=8, layers=5)), ('mobilenetv2_035', {})])
+def test_onnx_runtime_gives_the_pytorch_logits(name, kwargs, tmp_path):
+    model = create_model(name, cifar_stem=name.startswith('mobilenet'), num_classes=10, **kwargs)
+    masked = random_masked(convert_to_pruned(model), 0.01)
+    path = export_onnx(masked, tmp_path / 'model.onnx', (3, 32, 32))
+    session = onnx_session(path)
+    for batch in (1, 8):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = masked(x)
+        (logits,) = session.run(None, {'input': x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=1e-4)
+    assert [p.name for p in tmp_path.iterdir()] == ['model.onnx']  # atomic: no temporary file left
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    model = timm.create_model('prdarts_c10_mini', C=8, layers=5)
+    set_pruning(model, 'fixed', k=0.1)
+    with pytest.raises(DeployError, match=r'not baked.*prdarts_timm.bake\(model\)'):
+        use_sparse_kernels(model, torch.randn(1, 3, 32, 32))
+    with pytest.raises(DeployError, match='not baked'):
+        export_onnx(model, tmp_path / 'model.onnx', (3, 32, 32))
+    bake(model).eval()
+    use_sparse_kernels(model, torch.randn(1, 3, 32, 32), repeats=1, margin=float('inf'))
+    with pytest.raises(DeployError, match='ONNX cannot express'):
+        export_onnx(model, tmp_path / 'model.onnx', (3, 32, 32))
+    assert not (tmp_path / 'model.onnx').exists()
+    with pytest.raises(DeployError, match='1x1 conv'):
+        SparseConv1x1(torch.nn.Conv2d(4, 4, 3))
