@@ -7,13 +7,15 @@ For each network (random mask of k per layer, baked; latency does not depend on 
 size and thread count, the median forward time (``torch.inference_mode``, eval) of:
 
 * ``masked-dense``: the baked network in PyTorch, dense kernels computing the zeros (how the paper's code runs);
-* ``sparse-kernels``: the same with the 1x1 convs and the classifier as CSR products where a per-layer timing
-  at this batch size and thread count found them faster (``prdarts_timm.deploy.use_sparse_kernels``);
-* ``onnxruntime``: the baked network exported to ONNX (``prdarts_timm.deploy.export_onnx``), ONNX Runtime on
-  the CPU with all graph optimisations.
+* ``compacted`` (PR-DARTS networks): dead inner channels removed, BN folded (``prdarts_timm.compact.compact``);
+* ``sparse-kernels``: the compacted network (the baked one for other families) with the 1x1 convs and the
+  classifier as CSR products where a per-layer timing at this batch size and thread count found them faster
+  (``prdarts_timm.deploy.use_sparse_kernels``);
+* ``onnxruntime``: the compacted (else baked) network exported to ONNX (``prdarts_timm.deploy.export_onnx``),
+  ONNX Runtime on the CPU with all graph optimisations.
 
-Compaction (removing dead channels) is not implemented yet, so there is no compacted form. The last lines
-print, per network, the speedup of the fastest form over masked-dense. Timings vary between machines and
+The table at the end gives, per network, batch size and thread count, the speedup of the fastest deployed form
+over masked-dense. Timings vary between machines and
 with other load: run it on an idle machine and report the CPU it names.
 """
 import argparse
@@ -29,6 +31,7 @@ import torch
 
 import prdarts_timm
 from prdarts_timm.builder import create_model
+from prdarts_timm.compact import compact
 from prdarts_timm.deploy import export_onnx, onnx_session, use_sparse_kernels
 from prdarts_timm.layers import convert_to_pruned
 from prdarts_timm.profile import cpu_name
@@ -80,19 +83,24 @@ def main() -> None:
         for name in args.networks:
             model = build(name, args.k, args.seed)
             report = prdarts_timm.sparsity_report(model)
-            onnx_path = export_onnx(model, Path(tmp) / f'{name}.onnx', (3, 32, 32))
+            compacted = None
+            if isinstance(model, prdarts_timm.PRDarts):
+                compacted = copy.deepcopy(model)
+                print(f'{name}: compacted, {compact(compacted)}', flush=True)
+            deployed = compacted or model
+            onnx_path = export_onnx(deployed, Path(tmp) / f'{name}.onnx', (3, 32, 32))
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 session = onnx_session(onnx_path, threads)
                 for batch in args.batch_sizes:
                     x = torch.randn(batch, 3, 32, 32)
-                    sparse = copy.deepcopy(model)
+                    sparse = copy.deepcopy(deployed)
                     choices = use_sparse_kernels(sparse, x, threads=threads)
-                    forms = {
-                        'masked-dense': lambda: model(x),
-                        'sparse-kernels': lambda: sparse(x),
-                        'onnxruntime': lambda: session.run(None, {'input': x.numpy()}),
-                    }
+                    forms = {'masked-dense': lambda: model(x)}
+                    if compacted is not None:
+                        forms['compacted'] = lambda: compacted(x)
+                    forms['sparse-kernels'] = lambda: sparse(x)
+                    forms['onnxruntime'] = lambda: session.run(None, {'input': x.numpy()})
                     with torch.inference_mode():
                         for form, run in forms.items():
                             ms = median_ms(run, args.warmup, args.repeats)
@@ -103,16 +111,18 @@ def main() -> None:
                             print(f'{name:18s} b{batch:<3d} {threads} thr  {form:15s} {ms:9.2f} ms', flush=True)
     print(f'\n{cpu_name()}, torch {torch.__version__}, k = {args.k}, median of {args.repeats} runs; '
           f'{time.time() - started:.0f} s in all\n')
-    print('| network | batch | threads | masked-dense | sparse kernels | ONNX Runtime | best vs masked-dense |')
-    print('|---|---|---|---|---|---|---|')
+    print('| network | batch | threads | masked-dense | compacted | (compacted +) sparse kernels | ONNX Runtime '
+          '| best vs masked-dense |')
+    print('|---|---|---|---|---|---|---|---|')
     for name in args.networks:
         for threads in args.threads:
             for batch in args.batch_sizes:
                 row = {r['form']: r['median_ms'] for r in results
                        if (r['network'], r['threads'], r['batch_size']) == (name, threads, batch)}
                 best = min(v for f, v in row.items() if f != 'masked-dense')
-                print(f"| {name} | {batch} | {threads} | {row['masked-dense']:.2f} ms | {row['sparse-kernels']:.2f} ms "
-                      f"| {row['onnxruntime']:.2f} ms | {row['masked-dense'] / best:.2f}x |")
+                cells = ' | '.join(f'{row[f]:.2f} ms' if f in row else 'n/a' for f in (
+                    'masked-dense', 'compacted', 'sparse-kernels', 'onnxruntime'))
+                print(f"| {name} | {batch} | {threads} | {cells} | {row['masked-dense'] / best:.2f}x |")
     if args.output:
         Path(args.output).write_text(json.dumps(dict(cpu=cpu_name(), torch=torch.__version__, k=args.k,
                                                      repeats=args.repeats, results=results), indent=1))

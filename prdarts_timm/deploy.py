@@ -5,6 +5,7 @@ are exact zeros, and dense kernels still compute them. :func:`use_sparse_kernels
 linear layers for CSR sparse matrix products (``torch.sparse``) where a timing on the real input shape shows
 them faster, keeping the dense layer elsewhere. :func:`export_onnx` writes the network for ONNX Runtime.
 """
+import copy
 import json
 import os
 import statistics
@@ -204,21 +205,30 @@ def onnx_session(path: Union[str, os.PathLike], threads: int = 1):
 
 def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size: Sequence[int],
                   info: Dict[str, Any], overwrite: bool = False, opset: int = ONNX_OPSET) -> Path:
-    """Write the baked ``model`` for deployment: ``model.safetensors`` (its state dict), ``model.onnx`` (opset
-    ``opset``, batch size dynamic) and ``deploy.json`` (``info`` plus input size and opset). Atomic; an existing
-    folder is replaced only with ``overwrite=True``."""
+    """Write the baked ``model`` for deployment: ``model.safetensors`` (its baked state dict, what
+    ``load_state_dict`` of the registered model reads), ``model.onnx`` (the PR-DARTS networks compacted first,
+    :func:`prdarts_timm.compact.compact`; opset ``opset``, batch size dynamic) and ``deploy.json`` (``info``
+    plus input size, opset and the compaction's figures). Atomic; an existing folder is replaced only with
+    ``overwrite=True``."""
+    from .compact import compact
+    from .models import PRDarts
+
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise DeployError(f'{folder} already exists and is not empty; choose another output folder or pass '
                           'overwrite=True (--overwrite)')
     check_baked(model)
     model.eval()
+    deployed, compaction = model, None
+    if isinstance(model, PRDarts):
+        deployed = copy.deepcopy(model)
+        compaction = asdict(compact(deployed))
 
     def write(tmp: Path) -> None:
         save_safetensors(model.state_dict(), tmp / 'model.safetensors', metadata={'format': 'pt'})
-        export_onnx(model, tmp / 'model.onnx', input_size, opset)
+        export_onnx(deployed, tmp / 'model.onnx', input_size, opset)
         (tmp / 'deploy.json').write_text(json.dumps(dict(
             info, input_size=list(input_size), onnx_opset=opset, onnx_input='input', onnx_output='logits',
-            torch=torch.__version__), indent=1) + '\n')
+            onnx_compacted=compaction is not None, compaction=compaction, torch=torch.__version__), indent=1) + '\n')
 
     return atomic_write_folder(folder, write)

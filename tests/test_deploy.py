@@ -6,8 +6,9 @@ import timm
 import torch
 
 import prdarts_timm
-from prdarts_timm import bake, init_scores_scaled, list_genotypes, set_pruning
+from prdarts_timm import bake, list_genotypes, set_pruning
 from prdarts_timm.builder import create_model
+from prdarts_timm.compact import CompactOp, compact
 from prdarts_timm.deploy import (
     DeployError, SparseConv1x1, SparseLinear, export_onnx, onnx_session, use_sparse_kernels,
 )
@@ -33,17 +34,36 @@ def random_masked(model: torch.nn.Module, k: float, seed: int = 0) -> torch.nn.M
 
 @pytest.mark.parametrize('genotype', list_genotypes())
 @pytest.mark.parametrize('k', [0.1, 0.01])
-def test_sparse_kernels_give_the_masked_logits(genotype, k):
-    masked = random_masked(timm.create_model('prdarts_c10_mini', genotype=genotype, C=8, layers=5), k)
+def test_compacted_and_sparse_kernels_give_the_masked_logits(genotype, k):
+    masked = random_masked(timm.create_model('prdarts_c10_mini', genotype=genotype, C=8, layers=5, auxiliary=True), k)
+    compacted = copy.deepcopy(masked)
+    report = compact(compacted)
+    assert report.channels_after < report.channels_before and report.params_after < report.params_before
+    assert compacted.aux_head is None and any(isinstance(m, CompactOp) for m in compacted.modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, prdarts_timm.PrunedLayer)) for m in compacted.modules())
     sparse = copy.deepcopy(masked)
     choices = use_sparse_kernels(sparse, torch.randn(1, 3, 32, 32), repeats=1, margin=float('inf'))
     swapped = [m for m in sparse.modules() if isinstance(m, (SparseConv1x1, SparseLinear))]
     assert len(swapped) == len(choices) > 0 and all(c.sparse for c in choices)
     assert isinstance(sparse.classifier, SparseLinear)
+    both = copy.deepcopy(compacted)
+    assert all(c.sparse for c in use_sparse_kernels(both, torch.randn(1, 3, 32, 32), repeats=1, margin=float('inf')))
     for batch in (1, 8):
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
-            torch.testing.assert_close(sparse(x), masked(x), atol=ATOL, rtol=0)
+            expected = masked(x)
+            for form in (compacted, sparse, both):
+                torch.testing.assert_close(form(x), expected, atol=ATOL, rtol=0)
+
+
+def test_compaction_of_the_imagenet_network_and_its_features():
+    masked = random_masked(timm.create_model('prdarts_in1k', C=8, layers=5), 0.01)
+    compacted = copy.deepcopy(masked)
+    compact(compacted)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(compacted(x), masked(x), atol=ATOL, rtol=0)
+        torch.testing.assert_close(compacted.forward_features(x), masked.forward_features(x), atol=ATOL, rtol=0)
 
 
 def test_sparse_kernels_on_a_pruned_mobilenet_and_the_measured_rule():
@@ -67,7 +87,10 @@ def test_sparse_kernels_on_a_pruned_mobilenet_and_the_measured_rule():
 def test_onnx_runtime_gives_the_pytorch_logits(name, kwargs, tmp_path):
     model = create_model(name, cifar_stem=name.startswith('mobilenet'), num_classes=10, **kwargs)
     masked = random_masked(convert_to_pruned(model), 0.01)
-    path = export_onnx(masked, tmp_path / 'model.onnx', (3, 32, 32))
+    deployed = copy.deepcopy(masked)
+    if name.startswith('prdarts'):
+        compact(deployed)  # the form recipes/export.py --deploy writes
+    path = export_onnx(deployed, tmp_path / 'model.onnx', (3, 32, 32))
     session = onnx_session(path)
     for batch in (1, 8):
         x = torch.randn(batch, 3, 32, 32)
@@ -92,3 +115,11 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert not (tmp_path / 'model.onnx').exists()
     with pytest.raises(DeployError, match='1x1 conv'):
         SparseConv1x1(torch.nn.Conv2d(4, 4, 3))
+    unbaked = timm.create_model('prdarts_c10_mini', C=8, layers=5)
+    set_pruning(unbaked, 'fixed', k=0.1)
+    with pytest.raises(DeployError, match='not baked'):
+        compact(unbaked)
+    with pytest.raises(DeployError, match='no dead channels'):
+        compact(bake(timm.create_model('prdarts_c10_mini', C=8, layers=5)).eval())  # dense: every channel in use
+    with pytest.raises(DeployError, match='takes a PR-DARTS network'):
+        compact(create_model('mobilenetv2_035', num_classes=10))

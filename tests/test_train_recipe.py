@@ -172,17 +172,18 @@ def test_evaluate_export_and_dry_run_push(runs, tmp_path):
 
 
 def test_export_deploy_folder_runs_in_onnx_runtime(runs, tmp_path):
-    from prdarts_timm.builder import create_model
+    import timm
     from prdarts_timm.checkpoint import read_state_dict
     from prdarts_timm.deploy import onnx_session
     out = tmp_path / 'deploy'
-    cmd = [sys.executable, 'recipes/export.py', '--deploy', '--run', str(runs / 'mobilenet'), '--output', str(out)]
+    cmd = [sys.executable, 'recipes/export.py', '--deploy', '--run', str(runs / 'prdarts'), '--output', str(out)]
     _ok(subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300))
     assert sorted(p.name for p in out.iterdir()) == ['deploy.json', 'model.onnx', 'model.safetensors']
     info = json.loads((out / 'deploy.json').read_text())
-    assert info['model'] == 'mobilenetv2_100' and info['cifar_stem'] and info['onnx_opset'] == 18
-    model = create_model('mobilenetv2_100', cifar_stem=True, num_classes=10).eval()
-    model.load_state_dict(read_state_dict(out / 'model.safetensors'))
+    assert info['model'] == 'prdarts_c10_mini' and info['onnx_opset'] == 18 and info['onnx_compacted']
+    assert info['compaction']['channels_after'] < info['compaction']['channels_before']
+    model = timm.create_model('prdarts_c10_mini', num_classes=10).eval()
+    model.load_state_dict(read_state_dict(out / 'model.safetensors'))  # the baked weights, masks from the zeros
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
