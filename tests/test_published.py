@@ -1,0 +1,78 @@
+"""The published tags: each loads offline through its registry name from the bundled file, and its top-1 on
+the embedded mini test split is the figure its model card states, within TOLERANCE."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import timm
+from torch.utils.data import DataLoader
+
+import prdarts_timm  # noqa: F401  (registers the models)
+from prdarts_timm.data import build_dataset
+from prdarts_timm.io import file_sha256
+from prdarts_timm.models.prdarts import BUNDLED_WEIGHTS, WEIGHTS_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+HUB_FOLDERS = ROOT / 'hub'  # the exported folders of the published tags, ready for recipes/push_to_hub.py
+# Percentage points. The card's figure was measured on the same 1,000 images with the same weights; another
+# CPU, torch or BLAS may round a borderline logit the other way: 0.5 points allows 5 of 1,000 images to flip.
+TOLERANCE = 0.5
+
+
+def _evaluate_recipe():
+    spec = importlib.util.spec_from_file_location('evaluate_recipe', ROOT / 'recipes' / 'evaluate.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_bundled_tag_has_its_hub_folder():
+    assert sorted(BUNDLED_WEIGHTS) == sorted(p.name for p in HUB_FOLDERS.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize('tag', sorted(BUNDLED_WEIGHTS))
+def test_published_tag_loads_offline_and_matches_its_card(tag):
+    folder, entry = HUB_FOLDERS / tag, BUNDLED_WEIGHTS[tag]
+    assert file_sha256(folder / 'model.sparse.safetensors') == entry['sha256']  # the bundled file is the folder's
+    assert file_sha256(WEIGHTS_DIR / entry['file']) == entry['sha256']
+    stated = json.loads((folder / 'evaluation_mini_test.json').read_text())
+    card = (folder / 'README.md').read_text()
+    assert f"- Also: top-1 {stated['top1']:.2f}%" in card and f"hf-hub:{entry['hf_hub_id']}" in card
+    assert json.loads((folder / 'config.json').read_text())['architecture'] == tag.split('.')[0]
+
+    model = timm.create_model(tag, pretrained=True)  # HF_HUB_OFFLINE=1 in the suite: the bundled file
+    assert model.pretrained_cfg['tag'] == tag.split('.')[1]
+    report = prdarts_timm.sparsity_report(model)
+    assert report.nonzero == stated['weights']['nonzero']  # masks restored from the zeros
+    recipe = _evaluate_recipe()
+    transform, _ = recipe.data_transform(model)
+    loader = DataLoader(build_dataset('mini', 'test', transform=transform), batch_size=250)
+    measured = recipe.accuracy(model, loader, device=__import__('torch').device('cpu'), top5=True)
+    assert measured['num_samples'] == stated['dataset']['num_evaluated'] == 1000
+    assert abs(measured['top1'] - stated['top1']) <= TOLERANCE, (measured['top1'], stated['top1'])
+
+
+@pytest.mark.parametrize('tag', sorted(BUNDLED_WEIGHTS)[:1])
+def test_sparse_finetuning_from_a_published_tag_keeps_its_mask(tag, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+    from test_hub import _tiny_imagefolder
+
+    data = _tiny_imagefolder(tmp_path / 'data')  # 3 classes, 8 images per split
+    cmd = [sys.executable, 'recipes/train.py', '--cpu', '--model', tag, '--pretrained', 'true', '--auxiliary_weight',
+           '0', '--stages', '[finetune]', '--finetune_epochs', '1', '--data_source', 'imagefolder', '--data_root',
+           str(data), '--batch_size', '8', '--output', str(tmp_path / 'run')]
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tuned = load_file(tmp_path / 'run' / 'finetune' / 'model.safetensors')
+    original = timm.create_model(tag, pretrained=True)
+    assert tuned['classifier.weight'].shape[0] == 3 and tuned['classifier.mask'].eq(1).all()  # new dense head
+    for name, layer in prdarts_timm.pruned_layers(original):
+        if name != 'classifier':
+            assert torch.equal(tuned[f'{name}.mask'], layer.mask), name  # the sparsity is kept exactly
