@@ -7,12 +7,12 @@ For each network (random mask of k per layer, baked; latency does not depend on 
 size and thread count, the median forward time (``torch.inference_mode``, eval) of:
 
 * ``masked-dense``: the baked network in PyTorch, dense kernels computing the zeros (how the paper's code runs);
-* ``compacted`` (PR-DARTS networks): dead inner channels removed, BN folded (``prdarts_timm.compact.compact``);
-* ``sparse-kernels``: the compacted network (the baked one for other families) with the 1x1 convs and the
-  classifier as CSR products where a per-layer timing at this batch size and thread count found them faster
+* ``compacted``: dead channels removed, BN folded (``prdarts_timm.compact.compact``);
+* ``sparse-kernels``: the compacted network with the 1x1 convs and the classifier as CSR products where a
+  per-layer timing at this batch size and thread count found them faster
   (``prdarts_timm.deploy.use_sparse_kernels``);
-* ``onnxruntime``: the compacted (else baked) network exported to ONNX (``prdarts_timm.deploy.export_onnx``),
-  ONNX Runtime on the CPU with all graph optimisations.
+* ``onnxruntime``: the compacted network exported to ONNX (``prdarts_timm.deploy.export_onnx``), ONNX
+  Runtime on the CPU with all graph optimisations.
 
 The table at the end gives, per network, batch size and thread count, the speedup of the fastest deployed form
 over masked-dense. Timings vary between machines and
@@ -83,11 +83,9 @@ def main() -> None:
         for name in args.networks:
             model = build(name, args.k, args.seed)
             report = prdarts_timm.sparsity_report(model)
-            compacted = None
-            if isinstance(model, prdarts_timm.PRDarts):
-                compacted = copy.deepcopy(model)
-                print(f'{name}: compacted, {compact(compacted)}', flush=True)
-            deployed = compacted or model
+            compacted = copy.deepcopy(model)
+            print(f'{name}: compacted, {compact(compacted)}', flush=True)
+            deployed = compacted
             onnx_path = export_onnx(deployed, Path(tmp) / f'{name}.onnx', (3, 32, 32))
             for threads in args.threads:
                 torch.set_num_threads(threads)
@@ -96,11 +94,12 @@ def main() -> None:
                     x = torch.randn(batch, 3, 32, 32)
                     sparse = copy.deepcopy(deployed)
                     choices = use_sparse_kernels(sparse, x, threads=threads)
-                    forms = {'masked-dense': lambda: model(x)}
-                    if compacted is not None:
-                        forms['compacted'] = lambda: compacted(x)
-                    forms['sparse-kernels'] = lambda: sparse(x)
-                    forms['onnxruntime'] = lambda: session.run(None, {'input': x.numpy()})
+                    forms = {
+                        'masked-dense': lambda: model(x),
+                        'compacted': lambda: compacted(x),
+                        'sparse-kernels': lambda: sparse(x),
+                        'onnxruntime': lambda: session.run(None, {'input': x.numpy()}),
+                    }
                     with torch.inference_mode():
                         for form, run in forms.items():
                             ms = median_ms(run, args.warmup, args.repeats)
@@ -111,7 +110,7 @@ def main() -> None:
                             print(f'{name:18s} b{batch:<3d} {threads} thr  {form:15s} {ms:9.2f} ms', flush=True)
     print(f'\n{cpu_name()}, torch {torch.__version__}, k = {args.k}, median of {args.repeats} runs; '
           f'{time.time() - started:.0f} s in all\n')
-    print('| network | batch | threads | masked-dense | compacted | (compacted +) sparse kernels | ONNX Runtime '
+    print('| network | batch | threads | masked-dense | compacted | compacted + sparse kernels | ONNX Runtime '
           '| best vs masked-dense |')
     print('|---|---|---|---|---|---|---|---|')
     for name in args.networks:

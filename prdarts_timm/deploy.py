@@ -206,12 +206,11 @@ def onnx_session(path: Union[str, os.PathLike], threads: int = 1):
 def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size: Sequence[int],
                   info: Dict[str, Any], overwrite: bool = False, opset: int = ONNX_OPSET) -> Path:
     """Write the baked ``model`` for deployment: ``model.safetensors`` (its baked state dict, what
-    ``load_state_dict`` of the registered model reads), ``model.onnx`` (the PR-DARTS networks compacted first,
-    :func:`prdarts_timm.compact.compact`; opset ``opset``, batch size dynamic) and ``deploy.json`` (``info``
+    ``load_state_dict`` of the registered model reads), ``model.onnx`` (compacted first where
+    :func:`prdarts_timm.compact.compact` applies; opset ``opset``, batch size dynamic) and ``deploy.json`` (``info``
     plus input size, opset and the compaction's figures). Atomic; an existing folder is replaced only with
     ``overwrite=True``."""
     from .compact import compact
-    from .models import PRDarts
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
@@ -219,16 +218,17 @@ def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size:
                           'overwrite=True (--overwrite)')
     check_baked(model)
     model.eval()
-    deployed, compaction = model, None
-    if isinstance(model, PRDarts):
-        deployed = copy.deepcopy(model)
+    deployed = copy.deepcopy(model)
+    try:
         compaction = asdict(compact(deployed))
+    except DeployError as e:  # another family, or nothing to remove: the baked network as it is
+        deployed, compaction = model, dict(skipped=str(e))
 
     def write(tmp: Path) -> None:
         save_safetensors(model.state_dict(), tmp / 'model.safetensors', metadata={'format': 'pt'})
         export_onnx(deployed, tmp / 'model.onnx', input_size, opset)
         (tmp / 'deploy.json').write_text(json.dumps(dict(
             info, input_size=list(input_size), onnx_opset=opset, onnx_input='input', onnx_output='logits',
-            onnx_compacted=compaction is not None, compaction=compaction, torch=torch.__version__), indent=1) + '\n')
+            onnx_compacted=deployed is not model, compaction=compaction, torch=torch.__version__), indent=1) + '\n')
 
     return atomic_write_folder(folder, write)
