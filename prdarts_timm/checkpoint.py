@@ -2,8 +2,10 @@
 
 Weights are read with safetensors or ``torch.load(weights_only=True)`` only, and written atomically.
 """
+import json
 import os
 import shutil
+import struct
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -156,9 +158,24 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
 def save_safetensors(tensors: Dict[str, torch.Tensor], path: os.PathLike,
                      metadata: Optional[Dict[str, str]] = None) -> None:
     """Write ``tensors`` (made contiguous, on the CPU) as a safetensors file, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    data = _sorted_metadata(save(tensors, metadata=metadata))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors writes its metadata map in hash order, so equal inputs could give different bytes (and
+    sha256); rewrite the header with the metadata keys sorted, same length (the format allows space padding)."""
+    size = struct.unpack('<Q', data[:8])[0]
+    header = json.loads(data[8:8 + size])
+    if len(header.get('__metadata__') or {}) < 2:
+        return data
+    header['__metadata__'] = dict(sorted(header['__metadata__'].items()))
+    text = json.dumps(header, separators=(',', ':')).encode()
+    if len(text) > size:
+        return data
+    return data[:8] + text + b' ' * (size - len(text)) + data[8 + size:]
 
 
 def save_accelerate_state(accelerator, folder: os.PathLike, step: int, keep: int = 2) -> Path:

@@ -130,10 +130,17 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         latency_b1_ms=fmt(get(latency, 'batch_1', 'median_ms'), '.2f'),
         latency_b64_ms=fmt(get(latency, 'batch_64', 'median_ms'), '.2f'),
         eval_command=env.get('command'), torch_version=env.get('torch'), timm_version=env.get('timm'),
-        prdarts_version=env.get('prdarts_timm'), train_command=summary.get('command'), train_budget=budget,
+        prdarts_version=env.get('prdarts_timm'), train_command=_commands(summary), train_budget=budget,
         last_top1=history[-1].get('top1') if history else None,
         more_evaluations=''.join(_more_evaluation_line(e) for e in more_evaluations),
     )
+
+
+def _commands(summary: Mapping[str, Any]) -> Optional[str]:
+    """The training command(s) in order, as markdown code: ``summary['commands']`` (one per run that made the
+    weights, e.g. pretrain, then prune + finetune from it) or ``summary['command']``."""
+    commands = summary.get('commands') or ([summary['command']] if summary.get('command') else [])
+    return ', then '.join(f'`{c}`' for c in commands) or None
 
 
 def _more_evaluation_line(evaluation: Mapping[str, Any]) -> str:

@@ -137,7 +137,8 @@ def main() -> None:
 
     summary = dict(stages=[dict(stage=s['stage'], epochs=s['epochs'], steps=s['steps'],
                                 global_batch=s.get('global_batch'), seconds=s['seconds']) for s in summaries],
-                   hardware=final.get('hardware'), command=final.get('command'), history=final.get('history'))
+                   hardware=final.get('hardware'), history=final.get('history'),
+                   commands=list(dict.fromkeys(s['command'] for s in summaries if s.get('command'))))
     card = render_card(Path(args.template).read_text(),
                        card_values(args.name, args.hub_id, evaluation, summary, model, more))
     extra = {'train_config.yaml': (run / 'config.yaml').read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}

@@ -324,3 +324,18 @@ def test_finetune_from_pretrained_keeps_or_releases_the_mask(exported, tmp_path)
         assert not sparse[f'{name}.weight'][mask == 0].any(), name
         assert dense[f'{name}.mask'].eq(1).all(), name  # released
     assert int(torch.count_nonzero(dense['stem0.0.weight'])) > int(torch.count_nonzero(original['stem0.0']))
+
+
+def test_safetensors_metadata_is_written_in_sorted_order():
+    from safetensors.torch import load, save
+
+    from prdarts_timm.checkpoint import _sorted_metadata
+    data = save({'w': torch.ones(3)}, metadata={'format': 'pt', 'encoding': 'x'})
+    size = int.from_bytes(data[:8], 'little')
+    header = json.loads(data[8:8 + size])
+    header['__metadata__'] = {'format': 'pt', 'encoding': 'x'}  # the order a hash map may give
+    text = json.dumps(header, separators=(',', ':')).encode()
+    shuffled = data[:8] + text + b' ' * (size - len(text)) + data[8 + size:]
+    canonical = _sorted_metadata(shuffled)
+    assert canonical == _sorted_metadata(data) and b'{"encoding":"x","format":"pt"}' in canonical
+    assert torch.equal(load(canonical)['w'], torch.ones(3))
