@@ -76,3 +76,27 @@ def test_sparse_finetuning_from_a_published_tag_keeps_its_mask(tag, tmp_path):
     for name, layer in prdarts_timm.pruned_layers(original):
         if name != 'classifier':
             assert torch.equal(tuned[f'{name}.mask'], layer.mask), name  # the sparsity is kept exactly
+
+
+@pytest.mark.parametrize('tag', sorted(BUNDLED_WEIGHTS)[:1])
+def test_published_tag_gives_the_same_logits_through_every_loading_path(tag, tmp_path):
+    import torch
+    from test_hub import seed_hf_cache
+
+    folder, entry = HUB_FOLDERS / tag, BUNDLED_WEIGHTS[tag]
+    seed_hf_cache(tmp_path / 'cache', entry['hf_hub_id'], folder)
+    architecture = tag.split('.')[0]
+    models = {
+        'registry': timm.create_model(tag, pretrained=True),
+        'hf-hub': timm.create_model(f'hf-hub:{entry["hf_hub_id"]}', pretrained=True, cache_dir=tmp_path / 'cache'),
+        'local-dir': timm.create_model(f'local-dir:{folder}', pretrained=True),
+        'overlay': timm.create_model(architecture, pretrained=True,
+                                     pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors'))),
+    }
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        logits = {name: model.eval()(x) for name, model in models.items()}
+    nonzero = {name: prdarts_timm.sparsity_report(model).nonzero for name, model in models.items()}
+    for name in models:
+        assert torch.equal(logits[name], logits['registry']), name
+        assert nonzero[name] == nonzero['registry'], name
