@@ -49,16 +49,22 @@ def _plain_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tens
     return new.eval()
 
 
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (scale, shift) with eval-mode ``bn(x) == x * scale + shift``."""
+    scale = bn.running_var.add(bn.eps).rsqrt()
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight.detach(), shift * bn.weight.detach() + bn.bias.detach()
+    return scale, shift
+
+
 def _folded(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``conv``'s weight and bias with the eval-mode ``bn`` after it folded in."""
     weight = conv.weight.detach()
     bias = None if conv.bias is None else conv.bias.detach()
     if bn is None:
         return weight, bias
-    scale = bn.running_var.add(bn.eps).rsqrt()
-    shift = -bn.running_mean * scale
-    if bn.affine:
-        scale, shift = scale * bn.weight.detach(), shift * bn.weight.detach() + bn.bias.detach()
+    scale, shift = _bn_scale_shift(bn)
     bias = shift if bias is None else bias * scale + shift
     return weight * scale.view(-1, 1, 1, 1), bias
 
@@ -138,13 +144,10 @@ def _fold_sequential(seq: nn.Sequential) -> None:
 
 def _fold_factorized(op: FactorizedReduce) -> None:
     half = op.conv_1.out_channels
+    scale, shift = _bn_scale_shift(op.bn)
     for name, part in (('conv_1', slice(0, half)), ('conv_2', slice(half, None))):
-        conv, bn = getattr(op, name), op.bn
-        scale = bn.running_var[part].add(bn.eps).rsqrt()
-        shift = -bn.running_mean[part] * scale
-        if bn.affine:
-            scale, shift = scale * bn.weight.detach()[part], shift * bn.weight.detach()[part] + bn.bias.detach()[part]
-        setattr(op, name, _plain_conv(conv, conv.weight.detach() * scale.view(-1, 1, 1, 1), shift))
+        conv = getattr(op, name)
+        setattr(op, name, _plain_conv(conv, conv.weight.detach() * scale[part].view(-1, 1, 1, 1), shift[part]))
     op.bn = nn.Identity()
 
 
