@@ -8,7 +8,7 @@ import torch
 import prdarts_timm
 from prdarts_timm import bake, list_genotypes, set_pruning
 from prdarts_timm.builder import create_model
-from prdarts_timm.compact import CompactOp, compact
+from prdarts_timm.compact import CompactOp, CompactPassThrough, compact
 from prdarts_timm.deploy import (
     DeployError, SparseConv1x1, SparseLinear, export_onnx, onnx_session, use_sparse_kernels,
 )
@@ -63,7 +63,58 @@ def test_compaction_of_the_imagenet_network_and_its_features():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(compacted(x), masked(x), atol=ATOL, rtol=0)
-        torch.testing.assert_close(compacted.forward_features(x), masked.forward_features(x), atol=ATOL, rtol=0)
+        assert compacted.num_features < masked.num_features  # the classifier reads fewer channels
+        features = copy.deepcopy(masked)
+        features.reset_classifier(0)
+        compact(features)  # no classifier: the features are the output, every channel computed
+        torch.testing.assert_close(features(x), masked.forward_head(masked.forward_features(x), pre_logits=True),
+                                   atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize('size', [31, 33])
+def test_compaction_is_exact_at_odd_sizes(size):
+    """Odd sizes make the factorized reductions read zeros past the edge, where absorbed constants do not apply."""
+    for genotype in ('prdarts_99', 'darts_v2'):
+        masked = random_masked(timm.create_model('prdarts_c10_mini', genotype=genotype, C=8, layers=5), 0.01)
+        compacted = copy.deepcopy(masked)
+        compact(compacted)
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            torch.testing.assert_close(compacted(x), masked(x), atol=ATOL, rtol=0)
+
+
+def _cell_widths(model: torch.nn.Module, x: torch.Tensor) -> list:
+    widths = []
+    hooks = [cell.register_forward_hook(lambda m, args, out: widths.append(out.shape[1])) for cell in model.cells]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return widths
+
+
+def test_compaction_through_the_cells_shared_tensors():
+    """Constant channels are absorbed by the consumers that can take them; unread channels are not computed."""
+    torch.manual_seed(0)
+    model = bake(timm.create_model('prdarts_c10_mini', C=8, layers=5)).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+    for module in model.cells[1].modules():  # cell 1 computes constants only: BN shifts through pools and skips
+        if isinstance(module, torch.nn.Conv2d):
+            module.weight.data.zero_()
+    model.classifier.weight.data[:, 1::2] = 0  # the classifier reads half of the last cell's channels
+    compacted = copy.deepcopy(model)
+    report = compact(compacted)
+    x = torch.randn(3, 3, 32, 32)
+    full, kept = _cell_widths(model, x), _cell_widths(compacted, x)
+    assert kept[1] == len(model.cells[1].concat) < full[1]  # a placeholder channel per node, nothing read
+    assert kept[-1] < full[-1] and compacted.classifier.in_features == kept[-1]
+    assert kept[0] == full[0] and kept[2] == full[2]  # dense cells: every channel varies and is read
+    assert report.channels_after < report.channels_before
+    with torch.no_grad():
+        torch.testing.assert_close(compacted(x), model(x), atol=ATOL, rtol=0)
+    assert any(isinstance(m, CompactPassThrough) for m in compacted.modules())
 
 
 @pytest.mark.parametrize('k', [0.1, 0.01])
