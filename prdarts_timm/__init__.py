@@ -11,7 +11,7 @@ from .layers import (
 )
 from .models import PRDarts, PretrainedWeightsError
 from .profile import count_macs, measure_latency
-from .pruning import count_params, init_scores_scaled, set_global_k, set_pruning
+from .pruning import count_params, init_scores_scaled, set_global_k, set_pruning, set_random_masks
 
 # fx traces treat the pruned layers as leaves, like torch.nn's own layers
 register_notrace_module(PrunedConv2d)

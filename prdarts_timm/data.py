@@ -162,7 +162,7 @@ def _image_folder(root: str, split: str, transform: Optional[Callable]) -> datas
     if empty:
         raise DatasetNotFoundError(
             f'class folder(s) {empty} in {folder!r} contain no images (extensions {", ".join(_IMG_EXTENSIONS)}); '
-            f'add images or remove the empty folders')
+            'add images or remove the empty folders')
     return ds
 
 
@@ -170,8 +170,8 @@ def _torchvision_cifar10(root: str, split: str, transform: Optional[Callable],
                          download: bool) -> datasets.CIFAR10:
     if split not in ('train', 'test'):
         raise DatasetError(f"split must be 'train' or 'test' for source='torchvision', got {split!r}")
-    missing = (f"pass download=True on a machine with internet access, or use source='imagefolder' "
-               f"(the JPEG copy) or source='mini'")
+    missing = ("pass download=True on a machine with internet access, or use source='imagefolder' "
+               "(the JPEG copy) or source='mini'")
     if not download and not os.path.isdir(os.path.join(root, datasets.CIFAR10.base_folder)):
         raise DatasetNotFoundError(f'torchvision CIFAR-10 not found under {root!r} '
                                    f'(no {datasets.CIFAR10.base_folder}/ folder); {missing}')

@@ -8,8 +8,6 @@ them faster, keeping the dense layer elsewhere. :func:`export_onnx` writes the n
 import copy
 import json
 import os
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
@@ -20,6 +18,7 @@ import torch.nn as nn
 from .checkpoint import save_safetensors
 from .io import atomic_write, atomic_write_folder
 from .layers import PrunedLayer
+from .profile import median_ms
 
 __all__ = ['DeployError', 'KernelChoice', 'SparseConv1x1', 'SparseLinear', 'check_baked', 'deploy_folder',
            'export_onnx', 'onnx_session', 'use_sparse_kernels', 'ONNX_OPSET']
@@ -111,16 +110,6 @@ class KernelChoice:
         return asdict(self)
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 @torch.inference_mode()
 def use_sparse_kernels(model: nn.Module, example: torch.Tensor, threads: int = 1, repeats: int = 20,
                        margin: float = 0.9) -> List[KernelChoice]:
@@ -156,8 +145,8 @@ def use_sparse_kernels(model: nn.Module, example: torch.Tensor, threads: int = 1
                 continue  # not on the inference path (e.g. an auxiliary head)
             x = inputs[name]
             sparse = _sparse_form(dense)(dense)
-            dense_ms = _median_ms(lambda: dense(x), repeats)
-            sparse_ms = _median_ms(lambda: sparse(x), repeats)
+            dense_ms = median_ms(lambda: dense(x), 1, repeats)
+            sparse_ms = median_ms(lambda: sparse(x), 1, repeats)
             density = sparse.weight.values().numel() / dense.weight.numel()
             use = sparse_ms < margin * dense_ms
             choices.append(KernelChoice(name, tuple(x.shape), density, dense_ms, sparse_ms, use))

@@ -10,14 +10,14 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from .layers import forward_weight
 
-__all__ = ['LayerMacs', 'MacReport', 'count_macs', 'measure_latency']
+__all__ = ['LayerMacs', 'MacReport', 'count_macs', 'measure_latency', 'median_ms', 'time_ms']
 
 
 @dataclass
@@ -105,6 +105,23 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> Mac
     return report
 
 
+def time_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> List[float]:
+    """Wall times of ``repeats`` calls of ``fn`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+    """Median wall time of ``fn`` in milliseconds (:func:`time_ms`)."""
+    return statistics.median(time_ms(fn, warmup, repeats))
+
+
 def measure_latency(
         model: nn.Module,
         batch_size: int,
@@ -126,16 +143,13 @@ def measure_latency(
     try:
         x = _example_input(model, batch_size, input_size, random=True)
         sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-        times: List[float] = []
-        with _eval_mode(model), torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
+
+        def run() -> None:
+            model(x)
             sync()
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                sync()
-                times.append((time.perf_counter() - start) * 1e3)
+
+        with _eval_mode(model), torch.inference_mode():
+            times = time_ms(run, warmup, repeats)
     finally:
         torch.set_num_threads(previous)
     p90 = statistics.quantiles(times, n=10, method='inclusive')[-1] if len(times) > 1 else times[0]

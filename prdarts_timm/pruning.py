@@ -6,9 +6,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .layers import MODES, PrunedLayer, check_k, kept_count, pruned_layers
+from .layers import MODES, check_k, kept_count, pruned_layers
 
-__all__ = ['set_pruning', 'set_global_k', 'init_scores_scaled', 'count_params']
+__all__ = ['set_pruning', 'set_global_k', 'set_random_masks', 'init_scores_scaled', 'count_params']
 
 
 def _layers(model: nn.Module):
@@ -74,6 +74,20 @@ def set_global_k(model: nn.Module, k: float, exclude: Sequence[str] = ()) -> Non
         n = layer.weight.numel()
         layer.set_num_keep(int(keep[start:start + n].sum().item()))
         start += n
+
+
+@torch.no_grad()
+def set_random_masks(model: nn.Module, k: float, seed: int = 0) -> nn.Module:
+    """Fix a random mask keeping ``k`` of each pruned layer (uniform random scores, then 'fixed' mode).
+
+    The sparsity pattern of a pruned network without training one, for latency and deployment checks; its
+    own generator, so the global RNG is left as it is. ``bake(model)`` then writes the zeros.
+    """
+    set_pruning(model, 'learn', k=k)
+    generator = torch.Generator().manual_seed(seed)
+    for layer in _layers(model):
+        layer.scores.copy_(torch.rand(layer.scores.shape, generator=generator))
+    return set_pruning(model, 'fixed', k=k)
 
 
 def init_scores_scaled(model: nn.Module) -> None:

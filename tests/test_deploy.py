@@ -6,7 +6,7 @@ import timm
 import torch
 
 import prdarts_timm
-from prdarts_timm import bake, list_genotypes, set_pruning
+from prdarts_timm import bake, list_genotypes, set_pruning, set_random_masks
 from prdarts_timm.builder import create_model
 from prdarts_timm.compact import CompactOp, CompactPassThrough, compact
 from prdarts_timm.deploy import (
@@ -18,13 +18,9 @@ ATOL = 1e-5  # sparse and dense products sum in another order: float32 rounding 
 
 
 def random_masked(model: torch.nn.Module, k: float, seed: int = 0) -> torch.nn.Module:
-    """``model`` with a random mask of k per layer (random scores, then fixed), baked, in eval mode."""
+    """``model`` with a random mask of k per layer, baked, in eval mode, BN statistics randomised."""
+    set_random_masks(model, k, seed)
     torch.manual_seed(seed)
-    set_pruning(model, 'learn', k=k)
-    for module in model.modules():
-        if isinstance(module, prdarts_timm.PrunedLayer) and module.scores is not None:
-            module.scores.data.uniform_()
-    set_pruning(model, 'fixed', k=k)
     for module in model.modules():  # BN statistics away from the identity, so folding errors would show
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
