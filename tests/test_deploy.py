@@ -179,3 +179,18 @@ def test_bad_input_is_a_clear_error(tmp_path):
         compact(create_model('mobilenetv2_035', num_classes=10))  # a dense timm model
     with pytest.raises(DeployError, match='takes a PR-DARTS network or a timm MobileNet-v2'):
         compact(create_model('resnet18', num_classes=10))
+
+
+def test_deploy_folder_keeps_the_baked_onnx_when_nothing_compacts(tmp_path):
+    import json
+    from prdarts_timm.deploy import deploy_folder
+    model = bake(timm.create_model('prdarts_c10_mini', C=8, layers=5)).eval()  # dense: no dead channels
+    folder = deploy_folder(model, tmp_path / 'deploy', (3, 32, 32), dict(model='prdarts_c10_mini'))
+    info = json.loads((folder / 'deploy.json').read_text())
+    assert 'no dead channels' in info['compaction']['skipped']
+    assert info['onnx_compacted'] is False and info['onnx_latency_ms'] is None
+    assert sorted(p.name for p in folder.iterdir()) == ['deploy.json', 'model.onnx', 'model.safetensors']
+    x = torch.randn(2, 3, 32, 32)
+    (logits,) = onnx_session(folder / 'model.onnx').run(None, {'input': x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), model(x), atol=1e-4, rtol=1e-4)
