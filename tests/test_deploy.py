@@ -60,6 +60,8 @@ def test_compaction_of_the_imagenet_network_and_its_features():
     with torch.no_grad():
         torch.testing.assert_close(compacted(x), masked(x), atol=ATOL, rtol=0)
         assert compacted.num_features < masked.num_features  # the classifier reads fewer channels
+        features = compacted.forward_intermediates(x, intermediates_only=True)  # the kept channels only
+        assert [f.shape[1] for f in features] == [info['num_chs'] for info in compacted.feature_info]
         features = copy.deepcopy(masked)
         features.reset_classifier(0)
         compact(features)  # no classifier: the features are the output, every channel computed
@@ -67,16 +69,42 @@ def test_compaction_of_the_imagenet_network_and_its_features():
                                    atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize('size', [31, 33])
-def test_compaction_is_exact_at_odd_sizes(size):
-    """Odd sizes make the factorized reductions read zeros past the edge, where absorbed constants do not apply."""
+@pytest.mark.parametrize('size', [(31, 31), (33, 33), (2, 2), (1, 1), (33, 2)])
+def test_compaction_is_exact_at_odd_and_tiny_sizes(size):
+    """Odd sizes make the factorized reductions read zeros past the edge, where absorbed constants do not apply;
+    one pixel high or wide, their shifted path reads nothing but the edge."""
     for genotype in ('prdarts_99', 'darts_v2'):
-        masked = random_masked(timm.create_model('prdarts_c10_mini', genotype=genotype, C=8, layers=5), 0.01)
-        compacted = copy.deepcopy(masked)
-        compact(compacted)
-        x = torch.randn(2, 3, size, size)
-        with torch.no_grad():
-            torch.testing.assert_close(compacted(x), masked(x), atol=ATOL, rtol=0)
+        for k in (0.1, 0.01):
+            masked = random_masked(timm.create_model('prdarts_c10_mini', genotype=genotype, C=8, layers=5), k)
+            compacted = copy.deepcopy(masked)
+            compact(compacted)
+            x = torch.randn(2, 3, *size)
+            with torch.no_grad():
+                torch.testing.assert_close(compacted(x), masked(x), atol=ATOL, rtol=0)
+
+
+WIRING = dict(  # concat leaves out nodes 2 and 4, which later nodes read; node 5 reads a cell input
+    normal=[['skip_connect', 0], ['avg_pool_3x3', 1], ['sep_conv_3x3', 2], ['max_pool_3x3', 1],
+            ['dil_conv_3x3', 3], ['skip_connect', 2], ['skip_connect', 4], ['sep_conv_5x5', 0]],
+    normal_concat=[3, 5],
+    reduce=[['max_pool_3x3', 0], ['skip_connect', 1], ['skip_connect', 2], ['avg_pool_3x3', 0]],
+    reduce_concat=[2, 3],
+)
+
+
+@pytest.mark.parametrize('kwargs', [dict(global_pool='max'), dict(global_pool='catavgmax'), dict(num_classes=0),
+                                    dict(genotype=WIRING), dict(intermediate=2)], ids=str)
+def test_compaction_of_other_heads_and_wirings(kwargs):
+    kwargs = dict(kwargs)
+    intermediate = kwargs.pop('intermediate', None)
+    masked = random_masked(timm.create_model('prdarts_c10_mini', C=8, layers=5, **kwargs), 0.01)
+    if intermediate is not None:
+        masked.prune_intermediate_layers(intermediate)  # features of the second stage, no head
+    compacted = copy.deepcopy(masked)
+    compact(compacted)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compacted(x), masked(x), atol=ATOL, rtol=0)
 
 
 def _cell_widths(model: torch.nn.Module, x: torch.Tensor) -> list:
@@ -177,6 +205,10 @@ def test_bad_input_is_a_clear_error(tmp_path):
         compact(bake(timm.create_model('prdarts_c10_mini', C=8, layers=5)).eval())  # dense: every channel in use
     with pytest.raises(DeployError, match='no dead channels'):
         compact(create_model('mobilenetv2_035', num_classes=10))  # a dense timm model
+    compacted = random_masked(timm.create_model('prdarts_c10_mini', C=8, layers=5), 0.01)
+    compact(compacted)
+    with pytest.raises(DeployError, match='already compacted'):
+        compact(compacted)
     with pytest.raises(DeployError, match='takes a PR-DARTS network or a timm MobileNet-v2'):
         compact(create_model('resnet18', num_classes=10))
 

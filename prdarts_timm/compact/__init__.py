@@ -9,7 +9,8 @@ Two families:
 
 BN is folded into the convs and every layer becomes a plain ``nn.Conv2d`` / ``nn.Linear``. Exact in eval mode,
 float rounding aside. The compacted network is for inference of the logits: its intermediate features
-(``forward_features`` of a network with a classifier, ``forward_intermediates``) hold the kept channels only.
+(``forward_features`` of a network with a classifier, ``forward_intermediates``) hold the kept channels only,
+and ``feature_info`` gives their widths.
 """
 from dataclasses import dataclass
 
@@ -58,7 +59,11 @@ def compact(model: nn.Module) -> CompactionReport:
         raise DeployError(f'compact() takes a PR-DARTS network or a timm MobileNet-v2 / EfficientNet-style '
                           f'network, got {type(model).__name__}; other networks deploy as baked (export_onnx, '
                           'use_sparse_kernels)')
+    if any(isinstance(m, (CompactCell, CompactBlock)) for m in model.modules()):
+        raise DeployError('the model is already compacted; compact the baked network (it is the checkpoint)')
     check_baked(model)
+    if any(p.device.type != 'cpu' for p in model.parameters()):
+        raise DeployError('compact() runs on the CPU: call model.cpu() first, then move the compacted network')
     model.eval()
     params_before = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('aux_head.'))
     if isinstance(model, EfficientNet):
@@ -66,8 +71,7 @@ def compact(model: nn.Module) -> CompactionReport:
     else:
         before, after = compact_prdarts(model)
     if after == before:
-        raise DeployError('the model has no dead channels: every channel is computed from varying inputs and '
-                          'read by a nonzero weight, so compaction would change nothing. Deploy the baked network '
-                          'as it is')
+        raise DeployError('the model has no dead channels: every channel is read by a nonzero weight and must be '
+                          'computed, so compaction would change nothing. Deploy the baked network as it is')
     plain_layers(model)
     return CompactionReport(before, after, params_before, sum(p.numel() for p in model.parameters()))

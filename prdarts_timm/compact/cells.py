@@ -20,6 +20,7 @@ exactly: a channel goes only where every consumer agrees. Ops produce exactly th
 inside the separable and dilated ops the depthwise / pointwise channels that reach no kept row go too. BN is
 folded into every conv; the auxiliary head (training only) is dropped. The result is exact at any input size.
 """
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -84,10 +85,13 @@ class CompactFactorizedReduce(nn.Module):
         if self.conv_1 is not None:
             parts.append(self.conv_1(F.relu(x if self.index_1 is None else x.index_select(1, self.index_1))))
         if self.conv_2 is not None:
-            x = x[:, :, 1::2, 1::2]
-            y = self.conv_2(F.relu(x if self.index_2 is None else x.index_select(1, self.index_2)))
-            y = F.pad(y, (0, width - y.shape[3], 0, height - y.shape[2])) + self.shift_2.view(1, -1, 1, 1)
-            parts.append(y)
+            shift = self.shift_2.view(1, -1, 1, 1)
+            odd = x[:, :, 1::2, 1::2]
+            if odd.shape[2] == 0 or odd.shape[3] == 0:  # one pixel high or wide: every output is past the edge
+                parts.append(shift.expand(x.shape[0], -1, height, width))
+            else:
+                y = self.conv_2(F.relu(odd if self.index_2 is None else odd.index_select(1, self.index_2)))
+                parts.append(F.pad(y, (0, width - y.shape[3], 0, height - y.shape[2])) + shift)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
@@ -164,7 +168,7 @@ class _ReLUConv:
     def output(self, x: _Tensor) -> _Tensor:
         varying = ~self._absorbable(x)
         const = ~nonzero_channels(self.weight[:, varying], 0)
-        value = self.bias + _absorbed(self.weight.flatten(1), x) if self.absorbs else self.bias
+        value = (self.bias + _absorbed(self.weight.flatten(1), x)) if self.absorbs else self.bias
         return _Tensor(const, value)
 
     def backward(self, x: _Tensor, rows: torch.Tensor) -> None:
@@ -177,7 +181,7 @@ class _ReLUConv:
         keep = nonzero_channels(self.weight[rows], 1) & ~self._absorbable(x)
         cols = _pick(keep, x.layout[:1])
         weight = self.weight[rows][:, cols] * keep[cols].view(1, -1, 1, 1)
-        bias = self.bias[rows] + _absorbed(self.weight.flatten(1), x, rows) if self.absorbs else self.bias[rows]
+        bias = (self.bias[rows] + _absorbed(self.weight.flatten(1), x, rows)) if self.absorbs else self.bias[rows]
         return CompactOp(x.index(cols), nn.Sequential(plain_conv(self.conv, weight, bias)))
 
 
@@ -205,21 +209,24 @@ class _FactorizedReduce:
         for weight, part in zip(self.weights, self._halves(rows)):
             x.read |= nonzero_channels(weight[part], 1) & ~x.const
 
+    def _half(self, half: int, x: _Tensor, rows: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[nn.Conv2d]]:
+        """(index, conv) computing ``rows`` of one half, (None, None) for no rows. The first half strides over
+        the input, BN folded; the second runs on the odd pixels and leaves its BN shift to the module."""
+        if not rows.numel():
+            return None, None
+        weight = self.weights[half][rows]
+        keep = nonzero_channels(weight, 1) & ~x.const
+        cols = _pick(keep, x.layout[:1])
+        bias = _absorbed(weight, x) + (self.shifts[0][rows] if half == 0 else 0)
+        conv = plain_conv(self.op.conv_1 if half == 0 else self.op.conv_2,
+                          (weight[:, cols] * keep[cols]).view(rows.numel(), cols.numel(), 1, 1), bias,
+                          stride=(2, 2) if half == 0 else (1, 1))
+        return x.index(cols), conv
+
     def build(self, x: _Tensor, rows: torch.Tensor) -> CompactFactorizedReduce:
-        args = []
-        for weight, shift, conv, part in zip(self.weights, self.shifts, (self.op.conv_1, self.op.conv_2),
-                                             self._halves(rows)):
-            if not part.numel():
-                args += [None, None]
-                continue
-            keep = nonzero_channels(weight[part], 1) & ~x.const
-            cols = _pick(keep, x.layout[:1])
-            w = (weight[part][:, cols] * keep[cols]).view(part.numel(), cols.numel(), 1, 1)
-            first = conv is self.op.conv_1
-            bias = _absorbed(weight, x, part) + (shift[part] if first else 0)
-            args += [x.index(cols), plain_conv(conv, w, bias, stride=(2, 2) if first else (1, 1))]
-        shift_2 = self.shifts[1][self._halves(rows)[1]] if args[3] is not None else None
-        return CompactFactorizedReduce(*args, shift_2)
+        rows_1, rows_2 = self._halves(rows)
+        return CompactFactorizedReduce(*self._half(0, x, rows_1), *self._half(1, x, rows_2),
+                                       self.shifts[1][rows_2] if rows_2.numel() else None)
 
 
 class _SepDil:
@@ -333,82 +340,135 @@ class _Stem:
                              plain_conv(last, weight[rows][:, inner] * keep[inner].view(1, -1, 1, 1), bias[rows]))
 
 
-def _head_absorbs(model: nn.Module) -> bool:
-    pool = model.global_pool
-    return isinstance(model.classifier, nn.Linear) and pool.pool_type in ('avg', 'max') and pool.flatten
+class _Head:
+    """Global pooling + classifier. A linear classifier after pooling absorbs constants (every timm pooling
+    averages or takes maxima, which keeps a constant); without either, the output is read as it is."""
+
+    def __init__(self, model: nn.Module):
+        self.classifier = model.classifier
+        self.absorbs = isinstance(self.classifier, nn.Linear) and not model.global_pool.is_identity()
+        if self.absorbs:  # columns: pooling kind (avg, max for 'catavgmax') x channel
+            weight = self.classifier.weight.detach()
+            self.weight = weight.view(weight.shape[0], model.global_pool.feat_mult(), -1)
+
+    def backward(self, x: _Tensor) -> None:
+        if self.absorbs:
+            x.read |= nonzero_channels(self.weight, 2) & ~x.const
+        else:
+            x.read[:], x.exact[:] = True, True
+
+    def build(self, x: _Tensor) -> nn.Module:
+        if not self.absorbs:
+            return self.classifier
+        weight = self.weight[:, :, x.layout] * ~x.const[x.layout]
+        bias = self.weight[:, :, x.const].sum(1) @ x.value[x.const]
+        if self.classifier.bias is not None:
+            bias = bias + self.classifier.bias.detach()
+        linear = nn.Linear(weight.shape[1] * weight.shape[2], weight.shape[0], dtype=weight.dtype)
+        linear.weight.data.copy_(weight.flatten(1))
+        linear.bias.data.copy_(bias)
+        return linear.eval()
+
+
+@dataclass
+class _CellGraph:
+    """One cell in the analysis: its edges (preprocess0, preprocess1, then the ops), its states (the preprocessed
+    inputs, then the nodes), its input tensors and its output (the concatenation of ``cell.concat``)."""
+    cell: nn.Module
+    edges: List[_Edge]
+    states: List[_Tensor]
+    inputs: Tuple[_Tensor, _Tensor]
+    out: _Tensor
+
+    @classmethod
+    def forward(cls, cell: nn.Module, s0: _Tensor, s1: _Tensor) -> '_CellGraph':
+        """The constants of every state of ``cell``, given those of its inputs."""
+        edges = [_edge(cell.preprocess0), _edge(cell.preprocess1)] + [_edge(op) for op in cell.ops]
+        states = [edges[0].output(s0), edges[1].output(s1)]
+        for i in range(0, len(cell.ops), 2):
+            a = edges[2 + i].output(states[cell.indices[i]])
+            b = edges[3 + i].output(states[cell.indices[i + 1]])
+            states.append(_Tensor(a.const & b.const, a.value + b.value))
+        out = _Tensor(torch.cat([states[j].const for j in cell.concat]),
+                      torch.cat([states[j].value for j in cell.concat]))
+        return cls(cell, edges, states, (s0, s1), out)
+
+    def edge_io(self) -> List[Tuple[_Edge, _Tensor, _Tensor]]:
+        """(edge, its input, its output) for every edge, in the order of ``edges``."""
+        inputs = list(self.inputs) + [self.states[i] for i in self.cell.indices]
+        outputs = self.states[:2] + [self.states[2 + i // 2] for i in range(len(self.cell.ops))]
+        return list(zip(self.edges, inputs, outputs))
+
+    def backward(self) -> None:
+        """Layouts of the states and the output from what the output's consumers read; the reads on the inputs."""
+        sizes = [self.states[j].const.numel() for j in self.cell.concat]
+        for j, read, exact in zip(self.cell.concat, self.out.read.split(sizes), self.out.exact.split(sizes)):
+            self.states[j].read |= read
+            self.states[j].exact |= exact
+        edges = self.edge_io()
+        for node in reversed(range(2, len(self.states))):  # a node's consumers are later nodes and the output
+            self.states[node].finish()
+            for edge, x, y in edges[2 * node - 2:2 * node]:
+                edge.backward(x, y.layout)
+        for edge, x, y in edges[:2]:
+            edge.backward(x, y.finish())
+        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0).tolist()
+        self.out.layout = torch.cat([self.states[j].layout + o for j, o in zip(self.cell.concat, offsets)])
+
+    def build(self) -> Tuple[CompactCell, int, int]:
+        """The compacted cell, and its channels before and after (states and the ops' depthwise channels)."""
+        modules, before, after = [], 0, 0
+        for edge, x, y in self.edge_io():
+            modules.append(edge.build(x, y.layout))
+            if isinstance(edge, _SepDil):
+                inner = edge.inner_channels(y.layout)
+                before, after = before + inner[0], after + inner[1]
+        for state in self.states:
+            before, after = before + state.const.numel(), after + state.layout.numel()
+        return CompactCell(modules[0], modules[1], modules[2:], self.cell.indices, self.cell.concat), before, after
 
 
 def compact_prdarts(model: nn.Module) -> Tuple[int, int]:
     """Compact the baked ``model`` (a :class:`~prdarts_timm.models.PRDarts`, eval) in place; returns the channels
-    of its compactable tensors (stem and cell tensors, and the ops' depthwise channels) before and after."""
+    of its compactable tensors (stem and cell tensors, and the ops' depthwise channels) before and after. The
+    model is changed only once every compacted module is built."""
     # forward: which channels are constants
     stem0 = _Stem(model.stem0)
     stem1 = None if isinstance(model.stem1, nn.Identity) else _edge(model.stem1)
     first = stem0.output()
-    s0, s1 = first, first if stem1 is None else stem1.output(first)
-    stem_tensors = [first] if stem1 is None else [first, s1]
-    cells = []
+    second = first if stem1 is None else stem1.output(first)
+    graphs = []
+    s0, s1 = first, second
     for cell in model.cells:
-        edges = [_edge(cell.preprocess0), _edge(cell.preprocess1)] + [_edge(op) for op in cell.ops]
-        states = [edges[0].output(s0), edges[1].output(s1)]
-        for i in range(0, len(cell.ops), 2):
-            a, b = (edges[2 + j].output(states[cell.indices[j]]) for j in (i, i + 1))
-            states.append(_Tensor(a.const & b.const, a.value + b.value))
-        out = _Tensor(torch.cat([states[j].const for j in cell.concat]),
-                      torch.cat([states[j].value for j in cell.concat]))
-        cells.append((cell, edges, states, (s0, s1), out))
-        s0, s1 = s1, out
+        graphs.append(_CellGraph.forward(cell, s0, s1))
+        s0, s1 = s1, graphs[-1].out
 
     # backward: what each consumer reads, so what each tensor computes
-    if _head_absorbs(model):
-        s1.read |= nonzero_channels(model.classifier.weight.detach(), 1) & ~s1.const
-    else:  # features or another pooling: the output as it is
-        s1.read[:], s1.exact[:] = True, True
-    for cell, edges, states, inputs, out in reversed(cells):
-        offset = 0
-        for j in cell.concat:
-            size = states[j].const.numel()
-            states[j].read |= out.read[offset:offset + size]
-            states[j].exact |= out.exact[offset:offset + size]
-            offset += size
-        for node in reversed(range(2, len(states))):
-            rows = states[node].finish()
-            for i in (2 * node - 4, 2 * node - 3):
-                edges[2 + i].backward(states[cell.indices[i]], rows)
-        for j in (0, 1):
-            edges[j].backward(inputs[j], states[j].finish())
-        offsets = torch.tensor([0] + [states[j].const.numel() for j in cell.concat]).cumsum(0)
-        out.layout = torch.cat([states[j].layout + offsets[n] for n, j in enumerate(cell.concat)])
+    head = _Head(model)
+    head.backward(s1)
+    for graph in reversed(graphs):
+        graph.backward()
     if stem1 is not None:
-        stem1.backward(first, stem_tensors[1].finish())
+        stem1.backward(first, second.finish())
     first.finish()
 
-    # build
-    before = after = 0
-    model.stem0 = stem0.build(first.layout)
-    if stem1 is not None:
-        model.stem1 = stem1.build(first, stem_tensors[1].layout)
-    for tensor in stem_tensors:
-        before, after = before + tensor.const.numel(), after + tensor.layout.numel()
-    compacted = []
-    for cell, edges, states, inputs, out in cells:
-        node_rows = [states[j].layout for j in (0, 1)] + [states[2 + i // 2].layout for i in range(len(cell.ops))]
-        node_inputs = list(inputs) + [states[i] for i in cell.indices]
-        modules = [edge.build(x, rows) for edge, x, rows in zip(edges, node_inputs, node_rows)]
-        compacted.append(CompactCell(modules[0], modules[1], modules[2:], cell.indices, cell.concat))
-        for state in states:
-            before, after = before + state.const.numel(), after + state.layout.numel()
-        for edge, rows in zip(edges, node_rows):
-            if isinstance(edge, _SepDil):
-                inner = edge.inner_channels(rows)
-                before, after = before + inner[0], after + inner[1]
-    model.cells = nn.ModuleList(compacted)
-    if _head_absorbs(model):
-        weight, bias = model.classifier.weight.detach(), model.classifier.bias.detach()
-        classifier = nn.Linear(s1.layout.numel(), weight.shape[0])
-        classifier.weight.data.copy_(weight[:, s1.layout] * ~s1.const[s1.layout])
-        classifier.bias.data.copy_(bias + weight[:, s1.const] @ s1.value[s1.const])
-        model.classifier = classifier
+    # build, then change the model
+    stems = [first] if stem1 is None else [first, second]
+    before = sum(t.const.numel() for t in stems)
+    after = sum(t.layout.numel() for t in stems)
+    cells = []
+    for graph in graphs:
+        cell, cell_before, cell_after = graph.build()
+        cells.append(cell)
+        before, after = before + cell_before, after + cell_after
+    new_stem0 = stem0.build(first.layout)
+    new_stem1 = model.stem1 if stem1 is None else stem1.build(first, second.layout)
+    classifier = head.build(s1)
+    model.stem0, model.stem1, model.cells, model.classifier = new_stem0, new_stem1, nn.ModuleList(cells), classifier
     model.num_features = model.head_hidden_size = s1.layout.numel()
     model.aux_head = None
+    widths = dict(stem0=first.layout.numel(), stem1=second.layout.numel())
+    widths.update({f'cells.{i}': graph.out.layout.numel() for i, graph in enumerate(graphs)})
+    for info in model.feature_info:  # what forward_intermediates now returns
+        info['num_chs'] = widths[info['module']]
     return before, after

@@ -16,7 +16,7 @@ def plain_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tenso
     in_channels = out_channels if depthwise else weight.shape[1] * conv.groups
     new = nn.Conv2d(in_channels, out_channels, conv.kernel_size, stride=conv.stride if stride is None else stride,
                     padding=conv.padding, dilation=conv.dilation, groups=out_channels if depthwise else conv.groups,
-                    bias=bias is not None)
+                    bias=bias is not None, dtype=weight.dtype)
     new.weight.data.copy_(weight)
     if bias is not None:
         new.bias.data.copy_(bias)
@@ -35,7 +35,7 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
 def folded(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> Tuple[torch.Tensor, torch.Tensor]:
     """``conv``'s weight and bias (zeros for a conv without one) with the eval-mode ``bn`` after it folded in."""
     weight = conv.weight.detach()
-    bias = torch.zeros(weight.shape[0]) if conv.bias is None else conv.bias.detach()
+    bias = weight.new_zeros(weight.shape[0]) if conv.bias is None else conv.bias.detach()
     if bn is None:
         return weight, bias
     scale, shift = bn_scale_shift(bn)

@@ -110,7 +110,7 @@ def compact_efficientnet(model: nn.Module) -> Tuple[int, int]:
     keep, cls_w = _keep(used & alive, cls_w)
     model.conv_head = plain_conv(model.conv_head, head_w[keep], head_b[keep])
     model.bn2 = act
-    classifier = nn.Linear(keep.numel(), cls_w.shape[0])
+    classifier = nn.Linear(keep.numel(), cls_w.shape[0], dtype=cls_w.dtype)
     classifier.weight.data.copy_(cls_w[:, keep])
     classifier.bias.data.copy_(cls_b)
     model.classifier = classifier
