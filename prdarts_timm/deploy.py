@@ -22,7 +22,7 @@ from .layers import PrunedLayer
 from .profile import median_ms
 
 __all__ = ['DeployError', 'KernelChoice', 'SparseConv1x1', 'SparseLinear', 'check_baked', 'deploy_folder',
-           'export_onnx', 'onnx_session', 'use_sparse_kernels', 'ONNX_OPSET']
+           'export_onnx', 'load_deployed', 'onnx_session', 'use_sparse_kernels', 'ONNX_OPSET']
 
 ONNX_OPSET = 18
 
@@ -248,3 +248,28 @@ def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size:
             torch=torch.__version__), indent=1) + '\n')
 
     return atomic_write_folder(folder, write)
+
+
+def load_deployed(folder: Union[str, os.PathLike]) -> nn.Module:
+    """The PyTorch form of a deployment folder written by ``recipes/export.py --deploy``: the registered model
+    named in ``deploy.json`` with the baked ``model.safetensors``, compacted where compaction applies (eval,
+    CPU). Compaction is exact and derived from the baked weights, so the folder keeps those, not a second copy."""
+    from .builder import create_model
+    from .checkpoint import load_state_dict_checked, read_state_dict
+    from .compact import compact
+    from .layers import bake
+
+    folder = Path(folder)
+    info_path = folder / 'deploy.json'
+    if not info_path.is_file():
+        raise DeployError(f'{folder} is not a deployment folder (no deploy.json): write one with '
+                          'python recipes/export.py --deploy --run <run> --output <folder>')
+    info = json.loads(info_path.read_text())
+    if 'model' not in info:
+        raise DeployError(f'{info_path} names no model: write the folder with recipes/export.py --deploy')
+    model = create_model(info['model'], cifar_stem=info.get('cifar_stem', False), **info.get('model_args', {}))
+    load_state_dict_checked(model, read_state_dict(folder / 'model.safetensors'), str(folder / 'model.safetensors'))
+    bake(model).eval()
+    if 'skipped' not in info.get('compaction', {}):
+        compact(model)
+    return model

@@ -10,7 +10,7 @@ from prdarts_timm import bake, list_genotypes, set_pruning, set_random_masks
 from prdarts_timm.builder import create_model
 from prdarts_timm.compact import CompactOp, CompactPassThrough, compact
 from prdarts_timm.deploy import (
-    DeployError, SparseConv1x1, SparseLinear, export_onnx, onnx_session, use_sparse_kernels,
+    DeployError, SparseConv1x1, SparseLinear, export_onnx, load_deployed, onnx_session, use_sparse_kernels,
 )
 from prdarts_timm.layers import convert_to_pruned
 
@@ -195,6 +195,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(DeployError, match='ONNX cannot express'):
         export_onnx(model, tmp_path / 'model.onnx', (3, 32, 32))
     assert not (tmp_path / 'model.onnx').exists()
+    with pytest.raises(DeployError, match='not a deployment folder.*--deploy'):
+        load_deployed(tmp_path)
     with pytest.raises(DeployError, match='1x1 conv'):
         SparseConv1x1(torch.nn.Conv2d(4, 4, 3))
     unbaked = timm.create_model('prdarts_c10_mini', C=8, layers=5)

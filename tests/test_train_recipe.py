@@ -174,7 +174,8 @@ def test_evaluate_export_and_dry_run_push(runs, tmp_path):
 def test_export_deploy_folder_runs_in_onnx_runtime(runs, tmp_path):
     import timm
     from prdarts_timm.checkpoint import read_state_dict
-    from prdarts_timm.deploy import onnx_session
+    from prdarts_timm.compact import CompactCell
+    from prdarts_timm.deploy import load_deployed, onnx_session
     out = tmp_path / 'deploy'
     cmd = [sys.executable, 'recipes/export.py', '--deploy', '--run', str(runs / 'prdarts'), '--output', str(out)]
     _ok(subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300))
@@ -192,6 +193,10 @@ def test_export_deploy_folder_runs_in_onnx_runtime(runs, tmp_path):
         expected = model(x)
     (logits,) = onnx_session(out / 'model.onnx').run(None, {'input': x.numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=1e-4)
+    deployed = load_deployed(out)  # the compacted PyTorch network, from the folder alone
+    assert any(isinstance(m, CompactCell) for m in deployed.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), expected, atol=1e-5, rtol=0)
     again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     _fails(again, 'DeployError', 'already exists', '--overwrite')
 
