@@ -119,11 +119,11 @@ class _Tensor:
     """What the analysis knows of one tensor's channels: which are constant (and their values), which some
     consumer reads, which some consumer reads exactly; after the backward pass, which it computes (layout)."""
 
-    def __init__(self, const: torch.Tensor, value: torch.Tensor, layout: Optional[torch.Tensor] = None):
+    def __init__(self, const: torch.Tensor, value: torch.Tensor):
         self.const, self.value = const, value.where(const, torch.zeros_like(value))
         self.read = torch.zeros_like(const)
         self.exact = torch.zeros_like(const)
-        self.layout = layout
+        self.layout: Optional[torch.Tensor] = None
 
     def finish(self) -> torch.Tensor:
         """Fix the layout: the original indices of the channels computed (one channel when none is needed)."""
