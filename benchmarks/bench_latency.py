@@ -6,7 +6,9 @@
 A network named with a pretrained tag (``prdarts_c10_micro.sp99_cifar10``) is the published trained network
 with its learned mask; any other name gets a random mask keeping ``--k`` of each layer
 (``prdarts_timm.set_random_masks``). Either is baked. For each network, batch size and thread count, the
-median forward time of:
+forward time of each form (``prdarts_timm.profile.compare_ms``: the forms take turns over ``--rounds`` rounds
+of ``--repeats`` runs, and each reports its lowest round median, so a burst of other load does not land on
+one form only):
 
 * ``masked-dense``: the baked network in PyTorch, dense kernels computing the zeros (how the paper's code runs);
 * ``compacted``: dead channels removed, constants folded, BN folded (``prdarts_timm.compact.compact``);
@@ -37,7 +39,7 @@ from prdarts_timm.builder import create_model
 from prdarts_timm.compact import compact
 from prdarts_timm.deploy import export_onnx, onnx_session, use_sparse_kernels
 from prdarts_timm.layers import convert_to_pruned
-from prdarts_timm.profile import cpu_name, median_ms
+from prdarts_timm.profile import compare_ms, cpu_name
 
 FORMS = ('masked-dense', 'compacted', 'sparse-kernels', 'onnxruntime-masked', 'onnxruntime')
 
@@ -52,7 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch_sizes', type=int, nargs='+', default=[1, 32])
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=15)
+    parser.add_argument('--repeats', type=int, default=7, help='timed runs per round')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='interleaved rounds over the forms; each form reports its lowest round median')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--output', help='JSON file for every measurement')
     return parser.parse_args()
@@ -95,15 +99,15 @@ def main() -> None:
                         'onnxruntime': lambda: sessions[onnx_compacted].run(None, {'input': x.numpy()}),
                     }
                     with torch.inference_mode():
-                        for form, run in forms.items():
-                            ms = median_ms(run, args.warmup, args.repeats)
-                            results.append(dict(
-                                network=name, form=form, batch_size=batch, threads=threads, median_ms=ms,
-                                sparsity=report.sparsity, candidate_layers=len(choices),
-                                sparse_layers=sum(c.sparse for c in choices) if form == 'sparse-kernels' else None))
-                            print(f'{name:30s} b{batch:<3d} {threads} thr  {form:18s} {ms:9.2f} ms', flush=True)
-    print(f'\n{cpu_name()}, torch {torch.__version__}, median of {args.repeats} runs; '
-          f'{time.time() - started:.0f} s in all\n')
+                        times = compare_ms(forms, args.warmup, args.repeats, args.rounds)
+                    for form, ms in times.items():
+                        results.append(dict(
+                            network=name, form=form, batch_size=batch, threads=threads, median_ms=ms,
+                            sparsity=report.sparsity, candidate_layers=len(choices),
+                            sparse_layers=sum(c.sparse for c in choices) if form == 'sparse-kernels' else None))
+                        print(f'{name:30s} b{batch:<3d} {threads} thr  {form:18s} {ms:9.2f} ms', flush=True)
+    print(f'\n{cpu_name()}, torch {torch.__version__}, lowest of {args.rounds} interleaved medians of '
+          f'{args.repeats} runs; {time.time() - started:.0f} s in all\n')
     print('| network | batch | threads | masked-dense | compacted | compacted + sparse kernels | ONNX Runtime, '
           'masked | ONNX Runtime, compacted | best vs masked-dense | compaction in ONNX Runtime |')
     print('|---|---|---|---|---|---|---|---|---|---|')
@@ -118,7 +122,8 @@ def main() -> None:
                       f"| {row['onnxruntime-masked'] / row['onnxruntime']:.2f}x |")
     if args.output:
         Path(args.output).write_text(json.dumps(dict(cpu=cpu_name(), torch=torch.__version__, k=args.k,
-                                                     repeats=args.repeats, results=results), indent=1))
+                                                     repeats=args.repeats, rounds=args.rounds, results=results),
+                                                indent=1))
 
 
 if __name__ == '__main__':

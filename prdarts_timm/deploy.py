@@ -6,6 +6,7 @@ linear layers for CSR sparse matrix products (``torch.sparse``) where a timing o
 them faster, keeping the dense layer elsewhere. :func:`export_onnx` writes the network for ONNX Runtime.
 """
 import copy
+import functools
 import json
 import os
 import warnings
@@ -19,7 +20,7 @@ import torch.nn as nn
 from .checkpoint import save_safetensors
 from .io import atomic_write, atomic_write_folder
 from .layers import PrunedLayer
-from .profile import median_ms
+from .profile import compare_ms, median_ms
 
 __all__ = ['DeployError', 'KernelChoice', 'SparseConv1x1', 'SparseLinear', 'check_baked', 'deploy_folder',
            'export_onnx', 'load_deployed', 'onnx_session', 'use_sparse_kernels', 'ONNX_OPSET']
@@ -197,12 +198,10 @@ def onnx_session(path: Union[str, os.PathLike], threads: int = 1):
 
 
 def _onnx_ms(paths: Sequence[Path], input_size: Sequence[int], threads: int, repeats: int) -> List[float]:
-    """Batch-1 ONNX Runtime latency of each file: the lowest of three interleaved medians (load bursts)."""
+    """Batch-1 ONNX Runtime latency of each file (:func:`~prdarts_timm.profile.compare_ms`)."""
     x = torch.randn(1, *input_size).numpy()
-    sessions = [onnx_session(path, threads) for path in paths]
-    rounds = [[median_ms(lambda: session.run(None, {'input': x}), 2, repeats) for session in sessions]
-              for _ in range(3)]
-    return [min(times) for times in zip(*rounds)]
+    runs = {str(path): functools.partial(onnx_session(path, threads).run, None, {'input': x}) for path in paths}
+    return list(compare_ms(runs, 2, repeats).values())
 
 
 def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size: Sequence[int],

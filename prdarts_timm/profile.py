@@ -10,14 +10,14 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from .layers import forward_weight
 
-__all__ = ['LayerMacs', 'MacReport', 'count_macs', 'measure_latency', 'median_ms', 'time_ms']
+__all__ = ['LayerMacs', 'MacReport', 'compare_ms', 'count_macs', 'measure_latency', 'median_ms', 'time_ms']
 
 
 @dataclass
@@ -120,6 +120,17 @@ def time_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> List[float]:
 def median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
     """Median wall time of ``fn`` in milliseconds (:func:`time_ms`)."""
     return statistics.median(time_ms(fn, warmup, repeats))
+
+
+def compare_ms(fns: Mapping[str, Callable[[], Any]], warmup: int, repeats: int, rounds: int = 3) -> Dict[str, float]:
+    """Median wall time of each of ``fns`` in milliseconds, in ``rounds`` interleaved rounds of ``repeats`` runs;
+    the lowest round median of each, so that a burst of other load slows one round of all, not one of them."""
+    best: Dict[str, float] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            ms = median_ms(fn, warmup, repeats)
+            best[name] = min(ms, best.get(name, ms))
+    return best
 
 
 def measure_latency(
