@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch_sizes', type=int, nargs='+', default=[1, 32])
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=7, help='timed runs per round')
+    parser.add_argument('--repeats', type=int, default=5, help='timed runs per round')
     parser.add_argument('--rounds', type=int, default=3,
                         help='interleaved rounds over the forms; each form reports its lowest round median')
     parser.add_argument('--seed', type=int, default=0)
