@@ -19,7 +19,6 @@ import torch.nn as nn
 
 from ..deploy import DeployError, check_baked
 from .cells import CompactCell, CompactFactorizedReduce, CompactOp, CompactPassThrough, compact_prdarts
-from .fold import plain_layers
 from .mobilenet import CompactBlock, compact_efficientnet
 
 __all__ = ['CompactBlock', 'CompactCell', 'CompactFactorizedReduce', 'CompactOp', 'CompactPassThrough',
@@ -73,5 +72,4 @@ def compact(model: nn.Module) -> CompactionReport:
     if after == before:
         raise DeployError('the model has no dead channels: every channel is read by a nonzero weight and must be '
                           'computed, so compaction would change nothing. Deploy the baked network as it is')
-    plain_layers(model)
     return CompactionReport(before, after, params_before, sum(p.numel() for p in model.parameters()))

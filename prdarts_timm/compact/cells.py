@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..deploy import DeployError
 from ..ops import DilConv, FactorizedReduce, SepConv
-from .fold import bn_scale_shift, folded, nonzero_channels, plain_conv
+from .fold import bn_scale_shift, folded, nonzero_channels, pick, plain_conv
 
 __all__ = ['CompactCell', 'CompactFactorizedReduce', 'CompactOp', 'CompactPassThrough', 'compact_prdarts']
 
@@ -136,8 +136,7 @@ class _Tensor:
 
     def finish(self) -> torch.Tensor:
         """Fix the layout: the original indices of the channels computed (one channel when none is needed)."""
-        keep = self.read & (self.exact | ~self.const)
-        self.layout = keep.nonzero().flatten() if keep.any() else torch.zeros(1, dtype=torch.long)
+        self.layout = pick(self.read & (self.exact | ~self.const), torch.zeros(1, dtype=torch.long))
         return self.layout
 
     def index(self, channels: torch.Tensor) -> Optional[torch.Tensor]:
@@ -150,12 +149,6 @@ class _Tensor:
         if (index < 0).any():
             raise AssertionError('compaction bug: a consumer reads a channel that its producer does not compute')
         return index
-
-
-def _pick(keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """Indices of ``keep``; ``fallback`` (one index) when none, which the caller zeroes through ``keep``."""
-    index = keep.nonzero().flatten()
-    return index if index.numel() else fallback
 
 
 def _absorbed(weight: torch.Tensor, x: _Tensor, rows: Union[slice, torch.Tensor] = slice(None)) -> torch.Tensor:
@@ -188,7 +181,7 @@ class _ReLUConv:
 
     def build(self, x: _Tensor, rows: torch.Tensor) -> CompactOp:
         keep = nonzero_channels(self.weight[rows], 1) & ~self._absorbable(x)
-        cols = _pick(keep, x.layout[:1])
+        cols = pick(keep, x.layout[:1])
         weight = self.weight[rows][:, cols] * keep[cols].view(1, -1, 1, 1)
         bias = (self.bias[rows] + _absorbed(self.weight.flatten(1), x, rows)) if self.absorbs else self.bias[rows]
         return CompactOp(x.index(cols), nn.Sequential(plain_conv(self.conv, weight, bias)))
@@ -225,7 +218,7 @@ class _FactorizedReduce:
             return None, None
         weight = self.weights[half][rows]
         keep = nonzero_channels(weight, 1) & ~x.const
-        cols = _pick(keep, x.layout[:1])
+        cols = pick(keep, x.layout[:1])
         bias = _absorbed(weight, x) + (self.shifts[0][rows] if half == 0 else 0)
         conv = plain_conv(self.op.conv_1 if half == 0 else self.op.conv_2,
                           (weight[:, cols] * keep[cols]).view(rows.numel(), cols.numel(), 1, 1), bias,
@@ -266,7 +259,7 @@ class _SepDil:
 
     def build(self, x: _Tensor, rows: torch.Tensor) -> CompactOp:
         keeps = self._keeps(rows)
-        channels = [_pick(keeps[0], x.layout[:1])] + [_pick(k, torch.zeros(1, dtype=torch.long)) for k in keeps[1:]]
+        channels = [pick(keeps[0], x.layout[:1])] + [pick(k, torch.zeros(1, dtype=torch.long)) for k in keeps[1:]]
         layers: List[nn.Module] = []
         for j, (dw, pw, weight, bias) in enumerate(self.blocks):
             out = channels[j + 1] if j + 1 < len(self.blocks) else rows
@@ -344,7 +337,7 @@ class _Stem:
             return nn.Sequential(plain_conv(last, weight[rows], bias[rows]))
         first, first_w, first_b = self.convs[0]
         keep = nonzero_channels(weight[rows], 1)
-        inner = _pick(keep, torch.zeros(1, dtype=torch.long))
+        inner = pick(keep, torch.zeros(1, dtype=torch.long))
         return nn.Sequential(plain_conv(first, first_w[inner], first_b[inner]), *self.acts,
                              plain_conv(last, weight[rows][:, inner] * keep[inner].view(1, -1, 1, 1), bias[rows]))
 

@@ -1,10 +1,10 @@
-"""Building blocks of compaction: BN folding, zero-channel tests and plain dense layers."""
+"""Building blocks of compaction: BN folding, zero-channel tests, channel picks and plain dense convs."""
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['bn_scale_shift', 'folded', 'nonzero_channels', 'plain_conv', 'plain_layers']
+__all__ = ['bn_scale_shift', 'folded', 'nonzero_channels', 'pick', 'plain_conv']
 
 
 def plain_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -47,15 +47,8 @@ def nonzero_channels(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return weight.ne(0).movedim(dim, 0).flatten(1).any(1)
 
 
-def plain_layers(model: nn.Module) -> None:
-    """Replace the remaining pruning wrappers (baked) by plain ``nn.Conv2d`` / ``nn.Linear``."""
-    for name, module in list(model.named_modules()):
-        if type(module) is not nn.Conv2d and isinstance(module, nn.Conv2d):
-            new = plain_conv(module, module.weight.detach(), None if module.bias is None else module.bias.detach())
-        elif type(module) is not nn.Linear and isinstance(module, nn.Linear):
-            new = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-            new.load_state_dict({k: v for k, v in module.state_dict().items() if k in ('weight', 'bias')})
-        else:
-            continue
-        parent, _, attr = name.rpartition('.')
-        setattr(model.get_submodule(parent) if parent else model, attr, new)
+def pick(keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Indices of ``keep``; ``fallback`` (one index) when none, so that every conv keeps a channel: the caller
+    zeroes its weights through ``keep``."""
+    index = keep.nonzero().flatten()
+    return index if index.numel() else fallback

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..deploy import DeployError
-from .fold import folded, nonzero_channels, plain_conv
+from .fold import folded, nonzero_channels, pick, plain_conv
 
 __all__ = ['CompactBlock', 'compact_efficientnet']
 
@@ -44,16 +44,6 @@ def _fold_constants(next_w: torch.Tensor, next_b: torch.Tensor, constants: torch
     return next_b + w @ constants[channels]
 
 
-def _keep(alive: torch.Tensor, next_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(indices kept, next layer's weight): one dummy channel with a zero column when none is alive."""
-    index = alive.nonzero().flatten()
-    if index.numel():
-        return index, next_w
-    next_w = next_w.clone()
-    next_w[:, 0] = 0  # the dummy adds nothing
-    return torch.zeros(1, dtype=torch.long), next_w
-
-
 def _compact_inverted_residual(block: nn.Module) -> Tuple[CompactBlock, int, int]:
     pw_w, pw_b = folded(block.conv_pw, block.bn1)
     dw_w, dw_b = folded(block.conv_dw, block.bn2)
@@ -61,10 +51,12 @@ def _compact_inverted_residual(block: nn.Module) -> Tuple[CompactBlock, int, int
     act1, act2 = _act(block.bn1), _act(block.bn2)
     used, dw_alive = nonzero_channels(pwl_w, 1), nonzero_channels(dw_w, 0)
     pwl_b = _fold_constants(pwl_w, pwl_b, act2(dw_b.clone()), (used & ~dw_alive).nonzero().flatten())
-    keep, pwl_w = _keep(used & dw_alive, pwl_w)
+    alive = used & dw_alive
+    keep = pick(alive, torch.zeros(1, dtype=torch.long))
     body = nn.Sequential(plain_conv(block.conv_pw, pw_w[keep], pw_b[keep]), act1,
                          plain_conv(block.conv_dw, dw_w[keep], dw_b[keep]), act2,
-                         plain_conv(block.conv_pwl, pwl_w[:, keep], pwl_b), _act(block.bn3))
+                         plain_conv(block.conv_pwl, pwl_w[:, keep] * alive[keep].view(1, -1, 1, 1), pwl_b),
+                         _act(block.bn3))
     return CompactBlock(None, body, block.has_skip), block.conv_dw.out_channels, keep.numel()
 
 
@@ -74,9 +66,11 @@ def _compact_depthwise_separable(block: nn.Module) -> Tuple[CompactBlock, int, i
     act1 = _act(block.bn1)
     used, dw_alive = nonzero_channels(pw_w, 1), nonzero_channels(dw_w, 0)
     pw_b = _fold_constants(pw_w, pw_b, act1(dw_b.clone()), (used & ~dw_alive).nonzero().flatten())
-    keep, pw_w = _keep(used & dw_alive, pw_w)
+    alive = used & dw_alive
+    keep = pick(alive, torch.zeros(1, dtype=torch.long))
     body = nn.Sequential(plain_conv(block.conv_dw, dw_w[keep], dw_b[keep]), act1,
-                         plain_conv(block.conv_pw, pw_w[:, keep], pw_b), _act(block.bn2))
+                         plain_conv(block.conv_pw, pw_w[:, keep] * alive[keep].view(1, -1, 1, 1), pw_b),
+                         _act(block.bn2))
     index = None if keep.numel() == block.conv_dw.in_channels else keep
     return CompactBlock(index, body, block.has_skip), block.conv_dw.out_channels, keep.numel()
 
@@ -107,11 +101,12 @@ def compact_efficientnet(model: nn.Module) -> Tuple[int, int]:
     cls_w, cls_b = model.classifier.weight.detach(), model.classifier.bias.detach()
     used, alive = nonzero_channels(cls_w, 1), nonzero_channels(head_w, 0)
     cls_b = _fold_constants(cls_w, cls_b, act(head_b.clone()), (used & ~alive).nonzero().flatten())
-    keep, cls_w = _keep(used & alive, cls_w)
+    read = used & alive
+    keep = pick(read, torch.zeros(1, dtype=torch.long))
     model.conv_head = plain_conv(model.conv_head, head_w[keep], head_b[keep])
     model.bn2 = act
     classifier = nn.Linear(keep.numel(), cls_w.shape[0], dtype=cls_w.dtype)
-    classifier.weight.data.copy_(cls_w[:, keep])
+    classifier.weight.data.copy_(cls_w[:, keep] * read[keep])
     classifier.bias.data.copy_(cls_b)
     model.classifier = classifier
     model.num_features = model.head_hidden_size = keep.numel()
