@@ -197,11 +197,12 @@ def onnx_session(path: Union[str, os.PathLike], threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
-def _onnx_ms(paths: Sequence[Path], input_size: Sequence[int], threads: int, repeats: int) -> List[float]:
-    """Batch-1 ONNX Runtime latency of each file (:func:`~prdarts_timm.profile.compare_ms`)."""
+def _onnx_ms(paths: Dict[str, Path], input_size: Sequence[int], threads: int, repeats: int) -> Dict[str, float]:
+    """Batch-1 ONNX Runtime latency of each named file (:func:`~prdarts_timm.profile.compare_ms`)."""
     x = torch.randn(1, *input_size).numpy()
-    runs = {str(path): functools.partial(onnx_session(path, threads).run, None, {'input': x}) for path in paths}
-    return list(compare_ms(runs, 2, repeats).values())
+    runs = {name: functools.partial(onnx_session(path, threads).run, None, {'input': x})
+            for name, path in paths.items()}
+    return compare_ms(runs, 2, repeats)
 
 
 def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size: Sequence[int],
@@ -232,18 +233,19 @@ def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size:
     def write(tmp: Path) -> None:
         save_safetensors(model.state_dict(), tmp / 'model.safetensors', metadata={'format': 'pt'})
         onnx = export_onnx(model, tmp / 'model.onnx', input_size, opset)
-        latency = {}
+        latency, use_compacted = None, False
         if compacted is not None:
             candidate = export_onnx(compacted, tmp / 'compacted.onnx', input_size, opset)
-            latency = dict(zip(('baked', 'compacted'), _onnx_ms([onnx, candidate], input_size, threads, repeats)))
-            if latency['compacted'] < latency['baked']:
+            latency = _onnx_ms(dict(baked=onnx, compacted=candidate), input_size, threads, repeats)
+            use_compacted = latency['compacted'] < latency['baked']
+            if use_compacted:
                 os.replace(candidate, onnx)
             else:
                 candidate.unlink()
         (tmp / 'deploy.json').write_text(json.dumps(dict(
             info, input_size=list(input_size), onnx_opset=opset, onnx_input='input', onnx_output='logits',
-            onnx_compacted=bool(latency) and latency['compacted'] < latency['baked'], compaction=compaction,
-            onnx_latency_ms=dict(latency, batch_size=1, threads=threads) if latency else None,
+            onnx_compacted=use_compacted, compaction=compaction,
+            onnx_latency_ms=None if latency is None else dict(latency, batch_size=1, threads=threads),
             torch=torch.__version__), indent=1) + '\n')
 
     return atomic_write_folder(folder, write)

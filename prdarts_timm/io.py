@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Union
 
-__all__ = ['atomic_write', 'atomic_write_text', 'atomic_write_json', 'file_sha256']
+__all__ = ['atomic_write', 'atomic_write_folder', 'atomic_write_text', 'atomic_write_json', 'file_sha256']
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
