@@ -52,8 +52,9 @@ class CompactOp(nn.Module):
 class CompactPassThrough(nn.Module):
     """``op`` (identity or pooling, channel by channel) on the input channels ``index`` (all when None).
 
-    Pooling runs on a channels-last copy: PyTorch's CPU pooling is several times faster in that memory format
-    (measured here: 3x3 average pooling of 36 x 32 x 32, 0.72 ms in NCHW, 0.09 ms channels-last), the same values.
+    Pooling runs on a channels-last copy, same values: PyTorch's CPU pooling is faster in that memory format
+    (measured here, 3x3 pooling of 1 x 36 x 32 x 32 on one thread, both layout copies included: average
+    0.72 -> 0.24 ms, max 1.23 -> 0.39 ms).
     """
 
     def __init__(self, index: Optional[torch.Tensor], op: nn.Module):
