@@ -103,7 +103,8 @@ def check_same_config(config: Any, folder: Path) -> None:
     """Raise a :class:`ConfigError` unless ``config`` equals the ``config.yaml`` a run wrote into ``folder``
     (resuming a run with another config would silently mix two experiments)."""
     saved = yaml.safe_load((Path(folder) / 'config.yaml').read_text())
-    differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+    differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v and k != 'output')
+    # ^ where the run folder is does not change the run: a moved folder resumes
     if differ:
         raise ConfigError(f'cannot resume {folder}: it was run with another config (keys that differ: {differ}); '
                           'resume with the same config, or start a new run in another --output')

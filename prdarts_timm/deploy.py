@@ -33,8 +33,11 @@ class DeployError(ValueError):
 
 
 def check_baked(model: nn.Module) -> nn.Module:
-    """``model`` if no pruned layer still holds scores or a mask (else the masks would be dropped silently)."""
-    unbaked = [name for name, m in model.named_modules() if isinstance(m, PrunedLayer) and m.scores is not None]
+    """``model`` if no pruned layer still holds scores, or a mask that its weight does not already follow
+    (else the masks would be dropped silently). A layer loaded from a baked file holds its zeros as a mask and
+    passes."""
+    unbaked = [name for name, m in model.named_modules() if isinstance(m, PrunedLayer) and m.mask is not None
+               and (m.scores is not None or bool((m.weight * m.mask != m.weight).any()))]
     if unbaked:
         raise DeployError(f'the model is not baked: {len(unbaked)} pruned layer(s) still hold scores / masks '
                           f'(first: {unbaked[0]!r}). Call prdarts_timm.bake(model) first (or load a '

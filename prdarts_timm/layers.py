@@ -1,7 +1,7 @@
 """Score-masked pruned layers (HYDRA / edge-popup style), the maths and nothing else.
 
-A pruned layer holds the dense ``weight``, a learnable ``scores`` tensor of the same shape and a ``mask``
-buffer. Its forward uses ``weight * mask`` where ``mask`` keeps the top-k fraction of ``|scores|``
+A pruned layer is ``nn.Conv2d`` / ``nn.Linear`` until pruning is asked for; then it also holds a learnable
+``scores`` tensor of the weight's shape and a ``mask`` buffer (see :class:`PrunedLayer`). Its forward uses ``weight * mask`` where ``mask`` keeps the top-k fraction of ``|scores|``
 (k = fraction *kept*). Gradients reach the scores by the straight-through estimator
 (dL/dS = sign(S) * W * dL/dW_hat); pruned weights get zero gradient.
 
@@ -84,12 +84,22 @@ class _StraightThroughMask(torch.autograd.Function):
 
 
 class PrunedLayer(nn.Module):
-    """Mixin holding the score/mask state shared by :class:`PrunedConv2d` and :class:`PrunedLinear`."""
+    """Mixin holding the score/mask state shared by :class:`PrunedConv2d` and :class:`PrunedLinear`.
+
+    The state is opt-in. A new layer is exactly its dense parent: ``scores`` and ``mask`` are None, so its
+    parameters, buffers and state-dict keys are those of ``nn.Conv2d`` / ``nn.Linear``. Asking for pruning
+    (``set_mode('learn' | 'fixed')``, ``set_k`` below 1 in 'fixed', ``init_scores_scaled``, or loading a
+    checkpoint that holds scores and masks) creates ``scores`` (a Parameter) and ``mask`` (a buffer), which are
+    saved. ``set_mode('dense')`` and :func:`bake` remove them again.
+
+    Loading plain weights with exact zeros (a baked file, a published tag) keeps only their zero pattern: a
+    non-persistent ``mask`` (the state dict stays plain) in 'fixed' mode and no scores, so the zeros stay zeros
+    when the model is trained by any loop over ``model.parameters()`` (their gradient is zero).
+    """
 
     def _init_pruning(self) -> None:
-        self.scores = nn.Parameter(torch.empty_like(self.weight), requires_grad=False)
-        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
-        self.register_buffer('mask', torch.ones_like(self.weight))
+        self.register_parameter('scores', None)
+        self.register_buffer('mask', None)
         self.mode = 'dense'
         self.num_keep = self.weight.numel()
         self._mask_key: Optional[Tuple[int, int, int]] = None
@@ -99,6 +109,45 @@ class PrunedLayer(nn.Module):
     def k(self) -> float:
         """Fraction of weights kept."""
         return self.num_keep / self.weight.numel()
+
+    @torch.no_grad()
+    def _create_state(self, random_scores: bool = True) -> None:
+        """Scores and a saved mask. Scores start kaiming-uniform (edge-popup; uninitialised with
+        ``random_scores=False``, for a caller that sets them), or as the weight where only a zero pattern is held
+        (so the top-k of ``|scores|`` at the kept count is that pattern)."""
+        if self.scores is not None:
+            return
+        scores = torch.empty_like(self.weight, requires_grad=False)
+        if self.mask is None:
+            if random_scores:
+                nn.init.kaiming_uniform_(scores, a=math.sqrt(5))
+            mask = torch.ones_like(self.weight, requires_grad=False)
+        else:
+            scores.copy_(self.weight * self.mask)
+            mask = self.mask
+        self.scores = nn.Parameter(scores, requires_grad=False)
+        self.register_buffer('mask', mask, persistent=True)
+        self._mask_key = None
+
+    def _drop_state(self) -> None:
+        """Back to the plain dense layer: no scores, no mask, everything trainable."""
+        self.scores = None
+        self.register_buffer('mask', None)
+        self.num_keep = self.weight.numel()
+        self._set_mode_flags('dense')
+
+    def _hold_zero_pattern(self) -> None:
+        """Keep the weight's exact zeros (a non-persistent mask, 'fixed' mode), or be plain if it has none."""
+        with torch.no_grad():
+            keep = (self.weight != 0).to(self.weight.dtype)
+        self.scores = None
+        self.num_keep = int(keep.sum().item())
+        if self.num_keep == self.weight.numel():
+            self.register_buffer('mask', None)
+            self._set_mode_flags('dense')
+        else:
+            self.register_buffer('mask', keep, persistent=False)
+            self._set_mode_flags('fixed')
 
     def set_k(self, k: float) -> None:
         """Keep the top-k fraction of this layer (per-layer k). Mode is left as it is."""
@@ -115,18 +164,19 @@ class PrunedLayer(nn.Module):
                 self._refresh_mask()
 
     def set_mode(self, mode: str) -> None:
-        """Switch between 'dense', 'learn' and 'fixed' (see module docstring); sets requires_grad to match."""
+        """Switch between 'dense', 'learn' and 'fixed' (see module docstring); sets requires_grad to match.
+
+        'dense' removes the pruning state (scores, mask); 'learn' and 'fixed' create it where it is missing
+        ('fixed' on a layer that holds only a zero pattern keeps that pattern as it is).
+        """
         if mode not in MODES:
             raise ValueError(f'unknown pruning mode {mode!r}; expected one of {MODES}')
-        if self.scores is None:
-            raise RuntimeError(
-                f'{type(self).__name__} was baked (scores dropped); only its fixed zero pattern remains. '
-                'Build a fresh model and load the baked state dict to train it again.')
         if mode == 'dense':
-            self.num_keep = self.weight.numel()
-            with torch.no_grad():
-                self.mask.fill_(1.0)
-        elif mode == 'fixed':
+            self._drop_state()
+            return
+        if mode == 'learn' or self.mask is None:
+            self._create_state()
+        if mode == 'fixed' and self.scores is not None:
             self._refresh_mask()
         self._set_mode_flags(mode)
 
@@ -137,11 +187,13 @@ class PrunedLayer(nn.Module):
         self.weight.requires_grad_(mode != 'learn')
         if self.bias is not None:
             self.bias.requires_grad_(mode != 'learn')
-        self.scores.requires_grad_(mode == 'learn')
+        if self.scores is not None:
+            self.scores.requires_grad_(mode == 'learn')
 
     @torch.no_grad()
     def init_scores_scaled(self) -> None:
         """Scaled score init: ``S = sqrt(6 / fan_in) * W / max|W|`` (mask = layer-wise magnitude pruning)."""
+        self._create_state(random_scores=False)
         fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
         w_max = self.weight.abs().max().clamp_min(torch.finfo(self.weight.dtype).tiny)
         self.scores.copy_(math.sqrt(6.0 / fan_in) * self.weight / w_max)
@@ -156,9 +208,9 @@ class PrunedLayer(nn.Module):
             return (-1, -1, self.num_keep)
         return (self.scores._version, self.scores.data_ptr(), self.num_keep)
 
+    @torch.jit.unused
     def _refresh_mask(self) -> None:
-        if self.scores is None:
-            return
+        self._create_state()
         topk_mask(self.scores, self.num_keep, out=self.mask)
         self._mask_key = self._current_mask_key()
 
@@ -172,11 +224,14 @@ class PrunedLayer(nn.Module):
 
     def pruned_weight(self) -> torch.Tensor:
         """The weight the forward uses: ``weight`` when dense, else ``weight * mask``."""
+        mask = self.mask
+        if mask is None:
+            return self.weight
         if self.mode == 'dense':
             return self.weight
         if self.mode == 'learn':
             return self._learned_weight()
-        return self.weight * self.mask
+        return self.weight * mask
 
     # ----- checkpoints -----
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -186,29 +241,35 @@ class PrunedLayer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        """Accept baked state dicts (no scores / mask): the mask is restored from the zeros of the weight.
+        """Load plain, baked or pruning-state checkpoints.
 
-        A layer whose weight has zeros is loaded in 'fixed' mode (the zeros stay zeros when it is trained),
-        one without zeros in 'dense' mode. A state dict with a mask that prunes switches a dense layer to
-        'fixed', so a sparse checkpoint stays sparse.
+        With ``scores`` / ``mask`` keys (the recipes' stage checkpoints) the pruning state is created and
+        loaded; a dense layer whose loaded mask prunes becomes 'fixed', one whose mask keeps everything stays
+        plain. A plain weight (no scores, no mask) replaces any pruning state: its exact zeros, if it has any,
+        are kept as a fixed zero pattern (see the class docstring).
         """
         w_key, s_key, m_key = prefix + 'weight', prefix + 'scores', prefix + 'mask'
-        baked = w_key in state_dict and s_key not in state_dict and m_key not in state_dict
-        if baked and self.scores is not None:
-            weight = state_dict[w_key]
-            state_dict = dict(state_dict)
-            state_dict[m_key] = (weight != 0).to(self.mask.dtype)
-            state_dict[s_key] = weight.to(self.scores.dtype)  # scores ~ |W|: top-k(|S|) = the nonzeros
+        pruning_state = s_key in state_dict or m_key in state_dict
+        if pruning_state:
+            was_plain = self.scores is None and self.mode == 'dense'
+            self._create_state(random_scores=False)  # loaded below
+        elif w_key in state_dict and self.mask is not None:
+            self._drop_state()  # the plain weight defines the layer; its zeros are read back below
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-        if self.scores is None or m_key not in state_dict or tuple(state_dict[m_key].shape) != self.mask.shape:
+        if w_key not in state_dict or tuple(state_dict[w_key].shape) != tuple(self.weight.shape):
+            return
+        if not pruning_state:
+            self._hold_zero_pattern()
+            return
+        if m_key not in state_dict or tuple(state_dict[m_key].shape) != tuple(self.mask.shape):
             return
         self.num_keep = int(self.mask.sum().item())
         self._mask_key = None
-        if baked:
-            self._set_mode_flags('dense' if self.num_keep == self.weight.numel() else 'fixed')
-        elif self.mode == 'dense' and self.num_keep < self.weight.numel():
+        if self.mode == 'dense' and self.num_keep < self.weight.numel():
             self._set_mode_flags('fixed')
+        elif self.mode == 'dense' and was_plain:
+            self._drop_state()  # a dense checkpoint of the old format (all-ones masks): nothing is pruned
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, mode={self.mode}, k={self.k:.4g}'
@@ -308,22 +369,18 @@ def convert_to_pruned(model: nn.Module) -> nn.Module:
 def bake(model: nn.Module) -> nn.Module:
     """Write ``W * m`` into every pruned layer's weight and drop scores and masks (for deployment).
 
-    In place; returns ``model``. The state dict then has plain timm keys with exact zeros. Loading it into
-    a fresh model with pruned layers restores each mask from the zeros.
+    In place; returns ``model``. Every layer is then plain and dense, its pruned weights exact zeros, and the
+    state dict has plain timm keys. Loading that state dict into a fresh model keeps the zeros as a fixed
+    pattern (see :class:`PrunedLayer`).
     """
     for _, layer in pruned_layers(model):
-        if layer.scores is None:
+        if layer.mask is None:
             continue
         if layer.mode == 'learn':
             layer._refresh_mask()
         if layer.mode != 'dense':
             layer.weight.mul_(layer.mask)
-        layer.scores = None
-        layer.mask = None
-        layer.mode = 'dense'
-        layer.weight.requires_grad_(True)
-        if layer.bias is not None:
-            layer.bias.requires_grad_(True)
+        layer._drop_state()
     return model
 
 

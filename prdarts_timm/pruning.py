@@ -8,16 +8,13 @@ import torch.nn as nn
 
 from .layers import MODES, check_k, kept_count, pruned_layers
 
-__all__ = ['set_pruning', 'set_global_k', 'set_random_masks', 'init_scores_scaled', 'count_params']
+__all__ = ['set_pruning', 'set_global_k', 'set_random_masks', 'init_scores_scaled', 'fix_current_masks', 'count_params']
 
 
 def _layers(model: nn.Module):
     layers = [layer for _, layer in pruned_layers(model)]
     if not layers:
         raise ValueError(f'{type(model).__name__} has no pruned layers; call convert_to_pruned(model) first.')
-    if any(layer.scores is None for layer in layers):
-        raise ValueError(f'{type(model).__name__} was baked (scores dropped): build a fresh model and load the '
-                         'baked state dict into it to prune or train it again.')
     return layers
 
 
@@ -90,6 +87,16 @@ def set_random_masks(model: nn.Module, k: float, seed: int = 0) -> nn.Module:
     return set_pruning(model, 'fixed', k=k)
 
 
+def fix_current_masks(model: nn.Module) -> nn.Module:
+    """Every pruned layer in 'fixed' mode with the pattern it has now, held as saved pruning state (scores and
+    a mask in the state dict): the zero pattern of loaded sparse weights, the mask of a loaded checkpoint, or an
+    all-ones mask for a dense layer. A checkpoint of the model then restores exactly these masks."""
+    for layer in _layers(model):
+        layer._create_state()
+        layer._set_mode_flags('fixed')
+    return model
+
+
 def init_scores_scaled(model: nn.Module) -> None:
     """Scaled score init on every pruned layer (the masks become layer-wise magnitude pruning)."""
     for layer in _layers(model):
@@ -97,7 +104,7 @@ def init_scores_scaled(model: nn.Module) -> None:
 
 
 def count_params(model: nn.Module, conv_linear_only: bool = False) -> int:
-    """Parameters of the network itself: pruning scores are not counted.
+    """Parameters of the network itself (``sum(p.numel())``), without pruning scores where a model holds them.
 
     ``conv_linear_only=True`` counts only conv and linear weights (no biases, no BN), the size that
     pruning acts on.

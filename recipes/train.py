@@ -52,7 +52,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from prdarts_timm import GenotypeError, bake, sparsity_report
+from prdarts_timm import GenotypeError, bake, set_pruning, sparsity_report
 from prdarts_timm.builder import ModelError
 from prdarts_timm.checkpoint import (
     CheckpointError, newest_accelerate_state, read_state_dict, save_accelerate_state, save_safetensors,
@@ -103,6 +103,10 @@ class TrainState:
         self.scheduler.load_state_dict(state['scheduler'])
         if self.ema is not None:
             self.ema.load_state_dict(state['ema'])
+        if self.stage == 'pretrain':  # dense: exact zeros in the loaded weights are no pattern to keep
+            set_pruning(self.model, 'dense')
+            if self.ema is not None:
+                set_pruning(self.ema.module, 'dense')
         self.epoch, self.step, self.stage_step, self.history, self.epoch_losses = (
             state['epoch'], state['step'], state['stage_step'], state['history'], state['epoch_losses'])
 

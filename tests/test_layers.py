@@ -180,7 +180,8 @@ def test_set_pruning_freezes_the_right_tensors():
         assert not layer.scores.requires_grad and layer.weight.requires_grad
     set_pruning(model, 'dense')
     for _, layer in pruned_layers(model):
-        assert layer.k == 1.0 and layer.weight.requires_grad and bool(layer.mask.all())
+        assert layer.k == 1.0 and layer.weight.requires_grad and layer.mask is None and layer.scores is None
+    assert list(model.state_dict()) == list(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2)).state_dict())
 
 
 def test_bake_equals_masked_forward_and_reloads_sparse():
@@ -221,6 +222,7 @@ def test_checkpoint_with_mask_stays_sparse_after_load():
 def test_global_k_keeps_one_threshold_across_layers():
     torch.manual_seed(0)
     model = nn.Sequential(PrunedLinear(50, 40), PrunedLinear(40, 10))
+    set_pruning(model, 'learn', k=0.1)  # creates the scores
     with torch.no_grad():
         model[1].scores.mul_(10)  # the second layer's scores dominate the global ranking
     set_pruning(model, 'fixed', k=0.1, global_k=True)
@@ -288,7 +290,11 @@ def test_loading_baked_weights_sets_trainable_tensors():
     bake(src)
     dst = nn.Sequential(PrunedLinear(10, 10))
     set_pruning(dst, 'learn', k=0.5)
-    dst.load_state_dict(src.state_dict())
-    assert dst[0].mode == 'fixed' and dst[0].weight.requires_grad and not dst[0].scores.requires_grad
-    with pytest.raises(ValueError, match='baked'):
-        init_scores_scaled(src)
+    dst.load_state_dict(src.state_dict())  # the plain weights replace the pruning state; their zeros stay
+    assert dst[0].mode == 'fixed' and dst[0].weight.requires_grad and dst[0].bias.requires_grad
+    assert dst[0].scores is None and dst[0].num_keep == kept_count(100, 0.3)
+    assert list(dst.state_dict()) == ['0.weight', '0.bias']
+    # a baked layer is a plain one and can be pruned again
+    init_scores_scaled(src)
+    set_pruning(src, 'learn', k=0.5)
+    assert src[0].scores.requires_grad and src[0].num_keep == 50

@@ -24,7 +24,7 @@ def test_stage_states_and_trained_parameters():
     model = build_model(cfg, num_classes=10)
     prepare_stage(model, 'pretrain', cfg)
     assert all(layer.mode == 'dense' for _, layer in pruned_layers(model))
-    assert not any(p.requires_grad for _, layer in pruned_layers(model) for p in [layer.scores])
+    assert all(layer.scores is None and layer.mask is None for _, layer in pruned_layers(model))
     pretrained = {k: v.clone() for k, v in model.state_dict().items()}
 
     pruned = build_model(cfg, num_classes=10)

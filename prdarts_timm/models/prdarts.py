@@ -4,8 +4,9 @@ Paper: `PR-DARTS: Pruning-Based Differentiable Architecture Search` - https://ar
 (later `DASS: Differentiable Architecture Search for Sparse Neural Networks`, ACM TECS 2023).
 Cell network as in `DARTS: Differentiable Architecture Search` - https://arxiv.org/abs/1806.09055
 
-Every conv and linear is a :class:`~prdarts_timm.layers.PrunedConv2d` / ``PrunedLinear`` in dense mode,
-so each model can be pruned and retrained as is (``prdarts_timm.pruning.set_pruning``).
+Every conv and linear is a :class:`~prdarts_timm.layers.PrunedConv2d` / ``PrunedLinear`` in dense mode: a new
+model holds exactly the plain network (no scores, no masks), and can be pruned and retrained as is
+(``prdarts_timm.pruning.set_pruning`` adds the pruning state).
 """
 
 import json
@@ -360,11 +361,18 @@ def _check_pretrained(state_dict: Dict[str, torch.Tensor], model: 'PRDarts') -> 
     state_dict = decode_sparse(state_dict)
     own = model.state_dict()
     pruning = ('.scores', '.mask')
+    first_conv = f"{model.pretrained_cfg.get('first_conv') or 'stem0.0'}.weight"
+
+    def adapted_by_timm(key: str, shape: Tuple[int, ...]) -> bool:
+        """timm adapts the first conv to another ``in_chans`` after this filter (``adapt_input_conv``)."""
+        target = own[key].shape
+        return key == first_conv and len(shape) == 4 and shape[:1] + shape[2:] == target[:1] + target[2:]
+
     wrong = [k for k, v in state_dict.items() if not k.startswith('classifier.') and k in own
-             and tuple(v.shape) != tuple(own[k].shape)]
+             and tuple(v.shape) != tuple(own[k].shape) and not adapted_by_timm(k, tuple(v.shape))]
     missing = [k for k in own if k not in state_dict and not k.endswith(pruning) and not k.startswith(
         ('classifier.', 'aux_head.'))]
-    unexpected = [k for k in state_dict if k not in own and not k.endswith(pruning)]
+    unexpected = [k for k in state_dict if k not in own and not k.endswith(pruning) and not k.startswith('classifier.')]
     if wrong or missing or unexpected:
         shown = wrong[:2] or missing[:2] or unexpected[:2]
         raise CheckpointError(

@@ -20,14 +20,17 @@ from ..builder import create_model
 from ..checkpoint import CheckpointError, load_state_dict_checked
 from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
-from ..pruning import init_scores_scaled, set_global_k, set_pruning
+from ..pruning import fix_current_masks, init_scores_scaled, set_global_k, set_pruning
 from ..distributed import average_across_processes
 from .config import TrainConfig
 
 __all__ = ['build_model', 'prepare_stage', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
            'sync_batchnorm_stats', 'TRAINING_ONLY']
 
-TRAINING_ONLY = ('aux_head.',)  # layers the inference network drops: pruned per layer, never in a global ranking
+TRAINING_ONLY = ('aux_head.',)
+# Dense weights can hold a few exact zeros (a uniform init draws 0.0 about once in 2**24 values), which loading
+# keeps as a zero pattern; a source counts as pruned only when more than this fraction of its weights is zero.
+STRAY_ZEROS = 0.01  # layers the inference network drops: pruned per layer, never in a global ranking
 
 SOURCE_HINT = ('build the model the source was trained with: the same --model, --model_kwargs, --genotype, '
                '--num_classes, --cifar_stem and --auxiliary_weight (0 or not: the auxiliary head)')
@@ -63,7 +66,8 @@ def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
     layers = [layer for _, layer in pruned_layers(model)]
     if stage == 'prune' or (stage == 'pretrain' and not pretrained):
         pruned = [name for name, layer in pruned_layers(model) if layer.num_keep < layer.weight.numel()]
-        if pruned:
+        zeros = sum(layer.weight.numel() - layer.num_keep for layer in layers)
+        if zeros > STRAY_ZEROS * sum(layer.weight.numel() for layer in layers):
             raise CheckpointError(
                 f'{stage} starts from dense weights, but the source {source_name!r} is already pruned ({len(pruned)} '
                 f'layers, e.g. {pruned[0]!r}). Pass the pretrain stage\'s model.safetensors as source, or run '
@@ -79,11 +83,14 @@ def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
     else:
         if not pretrained:
             check_kept_fraction(model, config.k, config.global_k, source_name)
-        # loading a pruned state dict put the pruned layers in 'fixed' mode with the saved masks
+        # loading a pruned state dict put the pruned layers in 'fixed' mode with the saved masks; pretrained
+        # weights hold their zeros as a pattern, made explicit here so that checkpoints restore it exactly
+        fix_current_masks(model)
         for p in model.parameters():
             p.requires_grad_(True)
         for layer in layers:
-            layer.scores.requires_grad_(False)
+            if layer.scores is not None:
+                layer.scores.requires_grad_(False)
 
 
 def follow_global_k(model: nn.Module, config: TrainConfig) -> None:
