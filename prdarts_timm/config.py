@@ -99,12 +99,22 @@ def config_to_yaml(config: Any) -> str:
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=True)
 
 
-def check_same_config(config: Any, folder: Path) -> None:
-    """Raise a :class:`ConfigError` unless ``config`` equals the ``config.yaml`` a run wrote into ``folder``
-    (resuming a run with another config would silently mix two experiments)."""
+def check_same_config(config: T, folder: Path) -> T:
+    """``config`` as the run in ``folder`` was made, or a :class:`ConfigError` if it differs from the
+    ``config.yaml`` the run wrote (resuming a run with another config would silently mix two experiments).
+
+    A key the saved config lacks was added to the recipe after the run started: the run goes on with the value
+    that reproduces how it was made, ``type(config).ADDED_KEYS[key]`` (a config file that sets such a key to
+    something else is a conflict as any other)."""
     saved = yaml.safe_load((Path(folder) / 'config.yaml').read_text())
+    added = {k: v for k, v in getattr(type(config), 'ADDED_KEYS', {}).items() if k not in saved}
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    config = dataclasses.replace(config, **{k: v for k, v in added.items()
+                                            if getattr(config, k) == fields[k].default})
+    saved.update(added)
     differ = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v and k != 'output')
     # ^ where the run folder is does not change the run: a moved folder resumes
     if differ:
         raise ConfigError(f'cannot resume {folder}: it was run with another config (keys that differ: {differ}); '
                           'resume with the same config, or start a new run in another --output')
+    return config

@@ -27,13 +27,14 @@ from torchvision import datasets, transforms
 from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = [
-    'CIFAR10_MEAN', 'CIFAR10_STD', 'MINI_CIFAR10_PATH', 'SOURCES', 'DatasetError', 'DatasetNotFoundError',
+    'CIFAR10_MEAN', 'CIFAR10_STD', 'DATA_FORMATS', 'MINI_CIFAR10_PATH', 'SOURCES', 'DatasetError', 'DatasetNotFoundError',
     'Cutout', 'MiniCIFAR10', 'SeededTransform', 'cifar_transforms', 'build_dataset', 'split_train',
     'shard_indices',
 ]
 
 MINI_CIFAR10_PATH = Path(__file__).resolve().parent / 'data_files' / 'cifar10_mini.tar'
 SOURCES = ('mini', 'imagefolder', 'torchvision')
+DATA_FORMATS = ('tensor', 'pil')  # the recipes' two data paths (prdarts_timm.tensor_data, or PIL + DataLoader)
 _IMG_EXTENSIONS = tuple(datasets.folder.IMG_EXTENSIONS)
 
 

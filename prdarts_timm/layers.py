@@ -53,17 +53,20 @@ def topk_mask(scores: torch.Tensor, num_keep: int, out: Optional[torch.Tensor] =
     Writes into ``out`` when given (no temporary mask).
     """
     mask = torch.empty_like(scores) if out is None else out
-    flat = mask.view(-1)
-    numel = flat.numel()
+    numel = mask.numel()
     with torch.no_grad():
         if num_keep >= numel:
             return mask.fill_(1.0)
-        magnitude = scores.detach().abs().view(-1)
+        # flat indices count in the logical (contiguous) order, whatever the memory format (channels_last)
+        flat = mask.view(-1) if mask.is_contiguous() else torch.empty(numel, dtype=mask.dtype, device=mask.device)
+        magnitude = scores.detach().abs().reshape(-1)
         if num_keep <= numel - num_keep:
             flat.zero_().index_fill_(0, torch.topk(magnitude, num_keep, sorted=False).indices, 1.0)
         else:
             flat.fill_(1.0).index_fill_(0, torch.topk(magnitude, numel - num_keep, largest=False,
                                                       sorted=False).indices, 0.0)
+        if flat.data_ptr() != mask.data_ptr():
+            mask.copy_(flat.view(mask.shape))
     return mask
 
 

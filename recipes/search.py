@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from accelerate import Accelerator
@@ -34,6 +34,7 @@ from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
+from prdarts_timm.tensor_data import ImageTensors, augment_batch, load_image_tensors
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'search_cpu_demo.yaml'
 
@@ -80,34 +81,48 @@ def parse_args() -> Tuple[argparse.Namespace, SearchConfig]:
     return args, load_config(SearchConfig, args.config, args)
 
 
-def check_run_folder(config: SearchConfig, resume: bool) -> Optional[Path]:
-    """The checkpoint to resume from (or None); refuses to overwrite a run or to resume another config's run."""
+def check_run_folder(config: SearchConfig, resume: bool) -> Tuple[SearchConfig, Optional[Path]]:
+    """The run's config and the checkpoint to resume from (or None); refuses to overwrite a run or to resume
+    another config's run."""
     out = Path(config.output)
     newest = newest_accelerate_state(out / 'checkpoints')
     if not resume:
         if (out / 'genotype.json').exists() or newest is not None:
             raise ConfigError(f'{out} already holds a search run; pass --resume to continue it, or choose '
                               'another --output')
-        return None
+        return config, None
     if newest is None:
         raise ConfigError(f'nothing to resume in {out}: no checkpoints/step_* folder; start without --resume')
-    check_same_config(config, out)
-    return newest
+    return check_same_config(config, out), newest
 
 
-def epoch_batches(dataset: SeededTransform, alpha_dataset: SeededTransform, config: SearchConfig, epoch_seed: int,
-                  steps: int, skip: int, accelerator: Accelerator) -> Iterator[Tuple[Tuple, Tuple]]:
+def batches(data: Union[SeededTransform, ImageTensors], indices: List[int], seed: int, epoch: int,
+            config: SearchConfig, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Augmented (x, y) batches of ``indices`` on ``device``: cut from the tensors and augmented there
+    (data_format tensor, seeded per (seed, epoch, sample)), or from a DataLoader (the SeededTransform does it)."""
+    if isinstance(data, ImageTensors):
+        for start in range(0, len(indices), config.batch_size):
+            index = torch.tensor(indices[start:start + config.batch_size], device=device)
+            yield augment_batch(data.images[index], index, seed, epoch, channels_last=config.channels_last), \
+                data.targets[index]
+        return
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    for x, y in DataLoader(Subset(data, indices), batch_size=config.batch_size, shuffle=False,
+                           num_workers=config.num_workers, generator=torch.Generator()):
+        yield x.to(device).contiguous(memory_format=memory_format), y.to(device)
+
+
+def epoch_batches(weight_data, alpha_data, config: SearchConfig, epoch_seed: int, steps: int, skip: int,
+                  accelerator: Accelerator) -> Iterator[Tuple[Tuple, Tuple]]:
     """This process's (weight batch, alpha batch) pairs of one epoch of ``steps`` steps, from a seeded
     permutation, minus the first ``skip`` steps (resume). Each step takes ``batch_size`` samples per process."""
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
     g = torch.Generator().manual_seed(epoch_seed)
-    perms = [torch.randperm(len(dataset), generator=g), torch.randperm(len(alpha_dataset), generator=g)]
-    loaders = [DataLoader(Subset(ds, shard_indices(perm, steps, bs, world, rank, skip)), batch_size=bs,
-                          shuffle=False, num_workers=config.num_workers, generator=torch.Generator())
-               for ds, perm in zip((dataset, alpha_dataset), perms)]
-    device = accelerator.device
-    for (xw, yw), (xa, ya) in zip(*loaders):
-        yield (xw.to(device), yw.to(device)), (xa.to(device), ya.to(device))
+    perms = [torch.randperm(len(weight_data), generator=g), torch.randperm(len(alpha_data), generator=g)]
+    halves = [batches(data, shard_indices(perm, steps, bs, world, rank, skip), seed, epoch_seed, config,
+                      accelerator.device)
+              for data, perm, seed in zip((weight_data, alpha_data), perms, (config.seed, config.seed + 1))]
+    yield from zip(*halves)
 
 
 def steps_per_epoch(n_weight: int, n_alpha: int, config: SearchConfig, world: int) -> int:
@@ -142,18 +157,24 @@ def record_epoch(state: SearchState, phase: Phase, out: Path, accelerator: Accel
 
 def main() -> None:
     args, config = parse_args()
-    accelerator = Accelerator(cpu=args.cpu, project_dir=config.output,
+    config, resume_from = check_run_folder(config, args.resume)
+    accelerator = Accelerator(cpu=args.cpu, project_dir=config.output, mixed_precision=config.mixed_precision,
                               log_with='tensorboard' if _has_tensorboard() else None)
     out = Path(config.output)
-    resume_from = check_run_folder(config, args.resume)
     accelerator.wait_for_everyone()
     set_seed(config.seed)
 
-    train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
-    weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
-    transform = cifar_transforms(train=True)
-    weight_data = SeededTransform(Subset(train_set, weight_idx), transform, config.seed)
-    alpha_data = SeededTransform(Subset(train_set, alpha_idx), transform, config.seed + 1)
+    if config.data_format == 'tensor':  # decoded once (cached on disk), held on the training device
+        train_set = load_image_tensors(config.data_source, 'train', config.data_root, config.download)
+        weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
+        weight_data = train_set.subset(weight_idx).to(accelerator.device)
+        alpha_data = train_set.subset(alpha_idx).to(accelerator.device)
+    else:
+        train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
+        weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
+        transform = cifar_transforms(train=True)
+        weight_data = SeededTransform(Subset(train_set, weight_idx), transform, config.seed)
+        alpha_data = SeededTransform(Subset(train_set, alpha_idx), transform, config.seed + 1)
     n_steps = steps_per_epoch(len(weight_data), len(alpha_data), config, accelerator.num_processes)
     if n_steps == 0:
         raise ConfigError(f'no search step fits an epoch: {len(weight_data)} weight / {len(alpha_data)} alpha '
@@ -161,8 +182,10 @@ def main() -> None:
                           'Lower batch_size or use more data.')
 
     model = Supernet(C=config.init_channels, layers=config.layers, num_classes=len(train_set.classes))
-    model.to(accelerator.device)
+    model.to(accelerator.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     broadcast_from_rank0(model)
+    if config.compile:
+        model.compile()  # in place: state-dict keys and parameters stay those of the supernet
     arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=config.arch_lr, betas=tuple(config.arch_betas),
                                       weight_decay=config.arch_weight_decay)
     architect = Architect(model, arch_optimizer, second_order=config.second_order,
@@ -189,21 +212,24 @@ def main() -> None:
         build_phase_optimizers(state, phase, config, phase.epochs * n_steps)
         while state.epoch < phase.epochs:
             epoch_seed = config.seed * 10_000 + phase_index * 1_000 + state.epoch
-            weight_data.epoch = alpha_data.epoch = epoch_seed
+            if config.data_format == 'pil':
+                weight_data.epoch = alpha_data.epoch = epoch_seed
             bar = tqdm(total=n_steps, initial=state.step, desc=f'{phase.name} {state.epoch + 1}/{phase.epochs}',
                        disable=not accelerator.is_local_main_process)
             for train_batch, val_batch in epoch_batches(weight_data, alpha_data, config, epoch_seed, n_steps,
                                                         state.step, accelerator):
-                stats = search_step(model, phase, architect, state.optimizers, train_batch, val_batch, config.k,
-                                    grad_clip=config.grad_clip, weight_decay=config.weight_decay)
+                with accelerator.autocast():
+                    stats = search_step(model, phase, architect, state.optimizers, train_batch, val_batch, config.k,
+                                        grad_clip=config.grad_clip, weight_decay=config.weight_decay)
                 state.step += 1
                 state.global_step += 1
                 phase_step = state.epoch * n_steps + state.step
                 for scheduler in state.schedulers.values():
                     scheduler.step_update(phase_step)
                 bar.update(1)
-                bar.set_postfix({k: f'{v:.3f}' for k, v in stats.items()})
-                if state.global_step % config.log_every == 0:
+                if state.global_step % config.log_every == 0:  # the only per-step read of the losses (a host sync)
+                    stats = {k: v.item() for k, v in stats.items()}
+                    bar.set_postfix({k: f'{v:.3f}' for k, v in stats.items()})
                     accelerator.log({f'{phase.name}/{k}': v for k, v in stats.items()}, step=state.global_step)
                 if state.global_step % config.checkpoint_every == 0:
                     save_accelerate_state(accelerator, out / 'checkpoints', state.global_step)

@@ -36,7 +36,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ from prdarts_timm.checkpoint import (
 )
 from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
 from prdarts_timm.data import DatasetError, SeededTransform, build_dataset, cifar_transforms, shard_indices
+from prdarts_timm.tensor_data import ImageTensors, augment_batch, load_image_tensors, normalize_batch
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.profile import hardware_description
 from prdarts_timm.retrain import (
@@ -89,7 +90,8 @@ class TrainState:
         return dict(stage=self.stage, num_processes=self.num_processes, model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     ema=self.ema.state_dict() if self.ema is not None else None, epoch=self.epoch, step=self.step,
-                    stage_step=self.stage_step, history=self.history, epoch_losses=self.epoch_losses)
+                    stage_step=self.stage_step, history=self.history,
+                    epoch_losses=[float(loss) for loss in self.epoch_losses])
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if state['num_processes'] != self.num_processes:
@@ -126,9 +128,9 @@ def parse_args() -> Tuple[argparse.Namespace, TrainConfig]:
     return args, load_config(TrainConfig, path, args)
 
 
-def plan_stages(config: TrainConfig, resume: bool) -> List[Tuple[str, Optional[Path]]]:
-    """(stage, accelerate state to resume it from) for each stage still to run; refuses to overwrite a run or
-    to resume one made with another config."""
+def plan_stages(config: TrainConfig, resume: bool) -> Tuple[TrainConfig, List[Tuple[str, Optional[Path]]]]:
+    """The run's config and (stage, accelerate state to resume it from) for each stage still to run; refuses to
+    overwrite a run or to resume one made with another config."""
     out = Path(config.output)
     done = [s for s in config.stages if (out / s / 'summary.json').exists()]
     started = [s for s in config.stages if newest_accelerate_state(out / s / 'checkpoints') is not None]
@@ -136,12 +138,13 @@ def plan_stages(config: TrainConfig, resume: bool) -> List[Tuple[str, Optional[P
         if done or started:
             raise ConfigError(f'{out} already holds a training run (stages {sorted(set(done + started))}); pass '
                               '--resume to continue it, or choose another --output')
-        return [(s, None) for s in config.stages]
+        return config, [(s, None) for s in config.stages]
     if not (out / 'config.yaml').exists():
         raise ConfigError(f'nothing to resume in {out}: no config.yaml; start without --resume')
-    check_same_config(config, out)
+    config = check_same_config(config, out)
     todo = [s for s in config.stages if s not in done]
-    return [(s, newest_accelerate_state(out / s / 'checkpoints') if i == 0 else None) for i, s in enumerate(todo)]
+    return config, [(s, newest_accelerate_state(out / s / 'checkpoints') if i == 0 else None)
+                    for i, s in enumerate(todo)]
 
 
 def source_for(stage: str, config: TrainConfig) -> Optional[Path]:
@@ -171,6 +174,9 @@ def build_transforms(model: nn.Module, config: TrainConfig):
     data_config = resolve_data_config(model=model)
     if tuple(data_config['input_size'][1:]) == (32, 32):
         return cifar_transforms(train=True, cutout=config.cutout), cifar_transforms(train=False)
+    if config.data_format == 'tensor':
+        raise ConfigError(f'data_format tensor does the DARTS transforms of 32x32 models; {config.model} takes '
+                          f'{data_config["input_size"]}: set data_format pil (timm\'s transforms)')
     if config.cutout:
         raise ConfigError(f'cutout applies to 32x32 inputs; {config.model} takes {data_config["input_size"]}: set '
                           'cutout 0')
@@ -211,10 +217,11 @@ def build_optimizer(model: nn.Module, stage: str, config: TrainConfig, epochs: i
     return optimizer, scheduler
 
 
-def train_step(model: nn.Module, batch, state: TrainState, config: TrainConfig, criterion, mixup,
-               accelerator: Accelerator) -> float:
-    """Forward (with the auxiliary loss where the model has one), backward, gradients averaged across
-    processes, clipped, one optimizer step."""
+def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion, mixup,
+               accelerator: Accelerator) -> torch.Tensor:
+    """Forward (``model.forward_aux`` with the auxiliary loss where the model has one, maybe compiled),
+    backward, gradients averaged across processes, clipped, one optimizer step. Returns the loss unread (no
+    host sync)."""
     x, y = batch
     if mixup is not None:
         np.random.seed((config.seed * 1_000_003 + STAGES.index(state.stage) * 100_003 + state.stage_step) % 2**32)
@@ -222,10 +229,10 @@ def train_step(model: nn.Module, batch, state: TrainState, config: TrainConfig, 
     params = [p for g in state.optimizer.param_groups for p in g['params']]
     with accelerator.autocast():
         if config.auxiliary_weight > 0:
-            logits, aux = model.forward_aux(x)
+            logits, aux = forward(x)
             loss = criterion(logits, y) + config.auxiliary_weight * criterion(aux, y)
         else:
-            loss = criterion(model(x), y)
+            loss = criterion(forward(x), y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -234,36 +241,50 @@ def train_step(model: nn.Module, batch, state: TrainState, config: TrainConfig, 
     if config.grad_clip > 0:
         nn.utils.clip_grad_norm_(params, config.grad_clip)
     state.optimizer.step()
-    return loss.item()
+    return loss.detach()
+
+
+def batches(data: Union[Dataset, ImageTensors], indices: List[int], config: TrainConfig, device: torch.device,
+            seed: int = 0, epoch: int = 0, train: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) batches of ``indices`` on ``device``: cut from the tensors and augmented there (data_format tensor,
+    seeded per (seed, epoch, sample)), or from a DataLoader over the data set (whose transform does that)."""
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    if isinstance(data, ImageTensors):
+        for start in range(0, len(indices), config.batch_size):
+            index = torch.tensor(indices[start:start + config.batch_size], device=device)
+            images = data.images[index]
+            x = (augment_batch(images, index, seed, epoch, cutout=config.cutout, channels_last=config.channels_last)
+                 if train else normalize_batch(images, channels_last=config.channels_last))
+            yield x, data.targets[index]
+        return
+    loader = DataLoader(Subset(data, indices), batch_size=config.batch_size, shuffle=False,
+                        num_workers=config.num_workers, generator=torch.Generator())
+    for x, y in loader:
+        yield x.to(device).contiguous(memory_format=memory_format), y.to(device)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: Dataset, config: TrainConfig, accelerator: Accelerator) -> Dict[str, float]:
-    """Top-1 on ``dataset``, shared out across processes. With ``eval_max_batches`` on a fixed random subset
+def evaluate(model: nn.Module, data: Union[Dataset, ImageTensors], config: TrainConfig,
+             accelerator: Accelerator) -> Dict[str, float]:
+    """Top-1 on ``data``, shared out across processes. With ``eval_max_batches`` on a fixed random subset
     of that many batches (the same for every run: split files are sorted by class)."""
-    order = torch.arange(len(dataset))
+    order = torch.arange(len(data))
     if config.eval_max_batches is not None:
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
         order = order[:config.eval_max_batches * config.batch_size].sort().values
     mine = order[accelerator.process_index::accelerator.num_processes].tolist()
-    loader = DataLoader(Subset(dataset, mine), batch_size=config.batch_size, shuffle=False,
-                        num_workers=config.num_workers)
     was_training = model.training
     model.eval()
-    counts = torch.zeros(3, dtype=torch.float64)
-    for x, y in loader:
-        x, y = x.to(accelerator.device), y.to(accelerator.device)
+    counts = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
+    for x, y in batches(data, mine, config, accelerator.device):
         with accelerator.autocast():
             logits = model(x)
-        counts += torch.tensor([(logits.argmax(1) == y).sum().item(),
-                                nn.functional.cross_entropy(logits.float(), y, reduction='sum').item(), y.numel()],
-                               dtype=torch.float64)
+        counts += torch.stack([(logits.argmax(1) == y).sum(), nn.functional.cross_entropy(
+            logits.float(), y, reduction='sum'), torch.tensor(y.numel(), device=y.device)]).double()
     model.train(was_training)
     if accelerator.num_processes > 1:
-        counts = counts.to(accelerator.device)
         dist.all_reduce(counts)
-        counts = counts.cpu()
-    correct, loss_sum, seen = counts.tolist()
+    correct, loss_sum, seen = counts.cpu().tolist()
     return dict(top1=100.0 * correct / max(seen, 1), loss=loss_sum / max(seen, 1), num_images=int(seen))
 
 
@@ -316,8 +337,9 @@ def write_outputs(state: TrainState, config: TrainConfig, folder: Path, source: 
         history=state.history))
 
 
-def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig, train_set: Dataset,
-              eval_set: Dataset, accelerator: Accelerator) -> None:
+def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
+              train_set: Union[Dataset, ImageTensors], eval_set: Union[Dataset, ImageTensors],
+              accelerator: Accelerator) -> None:
     out = Path(config.output)
     folder = out / stage
     stage_index = STAGES.index(stage)
@@ -327,12 +349,16 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     model = build_model(config, num_classes=len(train_set.classes))
     prepare_stage(model, stage, config, None if from_pretrained else read_source(stage, source), str(source),
                   pretrained=from_pretrained)
-    model.to(accelerator.device)
+    model.to(accelerator.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     broadcast_from_rank0(model)
 
     train_transform, eval_transform = build_transforms(model, config)
-    train_data = SeededTransform(train_set, train_transform, seed=config.seed * 10 + stage_index)
-    eval_set.transform = eval_transform
+    augment_seed = config.seed * 10 + stage_index
+    if isinstance(train_set, ImageTensors):
+        train_data = train_set
+    else:
+        train_data = SeededTransform(train_set, train_transform, seed=augment_seed)
+        eval_set.transform = eval_transform
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
     steps = len(train_data) // (bs * world)
     steps = min(steps, config.max_steps_per_epoch or steps)
@@ -350,26 +376,32 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f'resumed {stage} from {resume_from} (epoch {state.epoch}, step {state.step})')
+    forward = model.forward_aux if config.auxiliary_weight > 0 else model
+    if config.compile:
+        forward = torch.compile(forward)
     trainable = sum(p.numel() for g in state.optimizer.param_groups for p in g['params'])
     k = config.k if stage != 'pretrain' else 1
     start = 'its pretrained weights' if from_pretrained else f'k={k}, source {source}'
     accelerator.print(f'[{stage}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
                       f'parameters, {start}')
 
-    started, drop_path_base = time.time(), {}
+    started, drop_path_base, stage_first_step = time.time(), {}, state.stage_step
     while state.epoch < epochs:
-        train_data.epoch = state.epoch
+        if isinstance(train_data, SeededTransform):
+            train_data.epoch = state.epoch
         set_drop_path_scale(model, state.epoch / epochs, drop_path_base)
         perm = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(
             (config.seed * 100 + stage_index) * 10_000 + state.epoch))
-        loader = DataLoader(Subset(train_data, shard_indices(perm, steps, bs, world, rank, state.step)),
-                            batch_size=bs, shuffle=False, num_workers=config.num_workers, generator=torch.Generator())
+        mine = shard_indices(perm, steps, bs, world, rank, state.step)
         model.train()
         bar = tqdm(total=steps, initial=state.step, desc=f'{stage} {state.epoch + 1}/{epochs}',
                    disable=not accelerator.is_local_main_process)
-        for x, y in loader:
-            loss = train_step(model, (x.to(accelerator.device), y.to(accelerator.device)), state, config,
-                              criterion, mixup, accelerator)
+        for x, y in batches(train_data, mine, config, accelerator.device, augment_seed, state.epoch, train=True):
+            if config.compile and state.stage_step == stage_first_step:
+                compile_started = time.time()
+            loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator)
+            if config.compile and state.stage_step == stage_first_step:
+                accelerator.print(f'[{stage}] torch.compile: the first step took {time.time() - compile_started:.1f} s')
             state.epoch_losses.append(loss)
             if stage == 'prune':
                 follow_global_k(model, config)
@@ -379,16 +411,18 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
             if state.ema is not None:
                 state.ema.update(model, step=state.stage_step)
             bar.update(1)
-            bar.set_postfix(loss=f'{loss:.3f}', lr=f'{state.optimizer.param_groups[0]["lr"]:.4g}')
-            if state.stage_step % config.log_every == 0:
-                accelerator.log({f'{stage}/loss': loss, f'{stage}/lr': state.optimizer.param_groups[0]['lr']},
+            if state.stage_step % config.log_every == 0:  # the only per-step read of the loss (a host sync)
+                lr = state.optimizer.param_groups[0]['lr']
+                bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.4g}')
+                accelerator.log({f'{stage}/loss': loss.item(), f'{stage}/lr': lr},
                                 step=stage_index * 10**9 + state.stage_step)
             if state.stage_step % config.checkpoint_every == 0:
                 sync_models(state)
                 save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
         bar.close()
         sync_models(state)
-        train_loss = average_across_processes([torch.tensor(float(np.mean(state.epoch_losses or [0.0])),
+        losses = [float(loss) for loss in state.epoch_losses]
+        train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
                                                             device=accelerator.device)])[0].item()
         record = dict(epoch=state.epoch, steps=state.stage_step,
                       train_loss=train_loss if state.epoch_losses else None, **evaluate(model, eval_set, config,
@@ -415,7 +449,7 @@ def main() -> None:
     args, config = parse_args()
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
                               log_with='tensorboard' if importlib.util.find_spec('tensorboard') else None)
-    plan = plan_stages(config, args.resume)
+    config, plan = plan_stages(config, args.resume)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not args.resume:
         atomic_write_text(Path(config.output) / 'config.yaml', config_to_yaml(config))
@@ -423,8 +457,14 @@ def main() -> None:
             num_processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type),
             mixed_precision=accelerator.mixed_precision, device=str(accelerator.device),
             hardware=hardware_description(accelerator.device), command=launch_command(accelerator)))
-    train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
-    eval_set = build_dataset(config.data_source, config.eval_split, root=config.data_root, download=config.download)
+    if config.data_format == 'tensor':  # decoded once (cached on disk), held on the training device
+        train_set = load_image_tensors(config.data_source, 'train', config.data_root, config.download)
+        eval_set = load_image_tensors(config.data_source, config.eval_split, config.data_root, config.download)
+        train_set, eval_set = train_set.to(accelerator.device), eval_set.to(accelerator.device)
+    else:
+        train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
+        eval_set = build_dataset(config.data_source, config.eval_split, root=config.data_root,
+                                 download=config.download)
     state = TrainState(accelerator.num_processes)
     accelerator.register_for_checkpointing(state)
     accelerator.init_trackers('train', config={k: str(v) for k, v in dataclasses.asdict(config).items()})

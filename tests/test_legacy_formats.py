@@ -1,5 +1,8 @@
 """Files written before pruning state became opt-in (fixture made with commit 4fc5650, see its README) load
-and give the same logits; their run folders resume to the same result as the old code's uninterrupted run."""
+and give the same logits; their run folders resume to the same result as the old code's uninterrupted run.
+
+"The same" is to float tolerance, not bit for bit: the expected values were computed on another CPU, and
+oneDNN picks its convolution kernels (and so the order of float sums) by the instruction set it finds."""
 import json
 import os
 import shutil
@@ -13,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import prdarts_timm
-from prdarts_timm.checkpoint import read_state_dict
+from prdarts_timm.checkpoint import newest_accelerate_state, read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / 'tests' / 'fixtures' / 'legacy_v0'
@@ -21,6 +24,10 @@ EXPECTED = load_file(FIXTURE / 'expected' / 'logits.safetensors')
 FILES = dict(pretrain='train/pretrain/model.safetensors', prune='expected/prune_model.safetensors',
              finetune='expected/finetune_model.safetensors', baked='expected/finetune_model_baked.safetensors',
              sparse='expected/finetune_model_baked.sparse.safetensors')
+def _assert_close(got, want, msg=None):
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=msg)
+
+
 ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
 
 
@@ -29,7 +36,7 @@ def test_old_state_dicts_load_with_the_same_logits(name):
     model = timm.create_model('prdarts_c10_mini', C=4, layers=3).eval()
     model.load_state_dict(read_state_dict(FIXTURE / FILES[name]))
     with torch.no_grad():
-        assert torch.equal(model(EXPECTED['input']), EXPECTED[name])
+        _assert_close(model(EXPECTED['input']), EXPECTED[name])
     modes = {layer.mode for _, layer in prdarts_timm.pruned_layers(model)}
     if name == 'pretrain':  # all-ones masks: nothing is pruned, so nothing of the pruning state is kept
         assert modes == {'dense'} and not any(k.endswith(('.scores', '.mask')) for k in model.state_dict())
@@ -42,8 +49,8 @@ def test_published_tags_give_the_same_logits(tag):
     model = timm.create_model(tag, pretrained=True).eval()
     local = timm.create_model(f'local-dir:{ROOT / "hub" / tag}', pretrained=True).eval()
     with torch.no_grad():
-        assert torch.equal(model(EXPECTED['input']), EXPECTED[tag])
-        assert torch.equal(local(EXPECTED['input']), EXPECTED[tag])
+        _assert_close(model(EXPECTED['input']), EXPECTED[tag])
+        _assert_close(local(EXPECTED['input']), EXPECTED[tag])
 
 
 def _run(cmd):
@@ -62,15 +69,16 @@ def test_an_old_training_run_resumes_to_the_old_result(tmp_path):
         got, want = load_file(run / got), load_file(FIXTURE / 'expected' / want)
         assert sorted(got) == sorted(want)
         for key in want:
-            assert torch.equal(got[key], want[key]), key
+            _assert_close(got[key], want[key], msg=lambda m, key=key: f'{key}: {m}')
 
 
 def test_an_old_search_resumes_to_the_old_alpha(tmp_path):
     run = tmp_path / 'search'
     shutil.copytree(FIXTURE / 'search', run)
     _run(['recipes/search.py', '--cpu', '--config', str(run / 'config.yaml'), '--output', str(run), '--resume'])
-    ranks = json.loads((run / 'ranks.json').read_text())
-    want = json.loads((FIXTURE / 'expected' / 'search_ranks.json').read_text())
-    assert ranks[0]['alpha_sha256'] == want[0]['alpha_sha256']
+    final = newest_accelerate_state(run / 'checkpoints')
+    model = torch.load(final / 'custom_checkpoint_0.pkl', weights_only=True)['model']
+    for key, want in load_file(FIXTURE / 'expected' / 'search_alpha.safetensors').items():
+        _assert_close(model[key], want, msg=lambda m, key=key: f'{key}: {m}')
     assert json.loads((run / 'genotype.json').read_text()) == \
         json.loads((FIXTURE / 'expected' / 'search_genotype.json').read_text())

@@ -1,8 +1,8 @@
 """The retraining recipe's config: every key a YAML file or ``--key value`` may set."""
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
-from ..data import SOURCES
+from ..data import DATA_FORMATS, SOURCES
 from ..layers import check_k
 
 __all__ = ['STAGES', 'TrainConfig']
@@ -35,8 +35,9 @@ class TrainConfig:
     data_root: Optional[str] = None
     download: bool = False
     eval_split: str = 'test'
+    data_format: str = 'tensor'  # 'tensor': decoded once, augmented in batches on the device; 'pil': a DataLoader
     batch_size: int = 64  # per process
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader workers (data_format pil)
     cutout: int = 16  # DARTS cutout length on 32x32 inputs (0 = off)
     mixup: float = 0.0  # timm Mixup alphas (0 = off)
     cutmix: float = 0.0
@@ -57,12 +58,17 @@ class TrainConfig:
     grad_clip: float = 5.0  # 0 = off
     max_steps_per_epoch: Optional[int] = None
     mixed_precision: str = 'no'  # or 'bf16' (autocast)
+    channels_last: bool = True  # model and batches in the channels-last memory format
+    compile: bool = False  # torch.compile the training forward (minutes of compiling first)
     model_ema: bool = False  # EMA of the weights in pretrain and finetune (timm ModelEmaV3)
     model_ema_decay: float = 0.999
     # run
     eval_max_batches: Optional[int] = None  # evaluate on the first N batches of eval_split only
     checkpoint_every: int = 200  # steps
     log_every: int = 10
+
+    # keys added after runs were made, with the value that continues such a run as it started
+    ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', channels_last=False, compile=False)
 
     def __post_init__(self):
         check_k(self.k)
@@ -72,6 +78,8 @@ class TrainConfig:
                              f'{self.stages}')
         if self.data_source not in SOURCES:
             raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(f'data_format must be one of {DATA_FORMATS}, got {self.data_format!r}')
         if self.mixed_precision not in ('no', 'bf16'):
             raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         for name in ('batch_size', 'checkpoint_every', 'log_every'):

@@ -1,8 +1,8 @@
 """The search recipe's config: every key a YAML file or ``--key value`` may set."""
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
-from ..data import SOURCES
+from ..data import DATA_FORMATS, SOURCES
 from ..layers import check_k
 from .phases import Phase
 
@@ -19,8 +19,9 @@ class SearchConfig:
     data_root: Optional[str] = None
     download: bool = False
     train_portion: float = 0.5
+    data_format: str = 'tensor'  # 'tensor': decoded once, augmented in batches on the device; 'pil': a DataLoader
     batch_size: int = 32  # per process
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader workers (data_format pil)
     # supernet
     init_channels: int = 16
     layers: int = 8
@@ -48,14 +49,26 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     smoothing_beta: float = 0.0
     smoothing_sigma: float = 0.25
+    # speed
+    mixed_precision: str = 'no'  # or 'bf16' (autocast)
+    channels_last: bool = True  # supernet and batches in the channels-last memory format
+    compile: bool = False  # torch.compile the supernet's forward (minutes of compiling first)
     # run
     checkpoint_every: int = 50
     log_every: int = 10
+
+    # keys added after runs were made, with the value that continues such a run as it started
+    ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', mixed_precision='no', channels_last=False,
+                                                compile=False)
 
     def __post_init__(self):
         check_k(self.k)
         if self.data_source not in SOURCES:
             raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(f'data_format must be one of {DATA_FORMATS}, got {self.data_format!r}')
+        if self.mixed_precision not in ('no', 'bf16'):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         if not 0 < self.train_portion < 1:
             raise ValueError(f'train_portion must be in (0, 1), got {self.train_portion}')
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:

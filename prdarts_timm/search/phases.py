@@ -81,8 +81,9 @@ def _sgd_step(loss: torch.Tensor, params: Sequence[nn.Parameter], optimizer: tor
 
 def search_step(model: nn.Module, phase: Phase, architect: Architect, optimizers: Dict[str, torch.optim.Optimizer],
                 train_batch: Batch, val_batch: Batch, k: float, grad_clip: float = 5.0,
-                weight_decay: float = 0.0) -> Dict[str, float]:
+                weight_decay: float = 0.0) -> Dict[str, torch.Tensor]:
     """One search iteration of ``phase``: the alpha step (if any), then the weight and / or score steps.
+    Returns the losses as 0-dim tensors, unread (reading them is a host sync on a GPU).
 
     Gradients are averaged across processes before every update, so all ranks stay identical.
     """
@@ -94,7 +95,7 @@ def search_step(model: nn.Module, phase: Phase, architect: Architect, optimizers
             set_pruning(model, 'fixed', k=k)  # the unrolled step moves the weights, through the current mask
         inner = groups['weights'] if 'weights' in groups else groups['scores']
         lr = optimizers['weights' if 'weights' in groups else 'scores'].param_groups[0]['lr']
-        stats['val_loss'] = architect.step(train_batch, val_batch, inner, xi=lr, weight_decay=weight_decay).item()
+        stats['val_loss'] = architect.step(train_batch, val_batch, inner, xi=lr, weight_decay=weight_decay).detach()
     for group in ('weights', 'scores'):
         if group not in groups:
             continue
@@ -103,5 +104,5 @@ def search_step(model: nn.Module, phase: Phase, architect: Architect, optimizers
         params = [p for p in groups[group] if p.requires_grad]
         loss = F.cross_entropy(model(x), y)
         _sgd_step(loss, params, optimizers[group], grad_clip)
-        stats[f'{group}_loss'] = loss.item()
+        stats[f'{group}_loss'] = loss.detach()
     return stats

@@ -3,8 +3,10 @@
 Differences from the authors' code, on purpose: the architecture parameters ``alphas_normal`` /
 ``alphas_reduce`` are registered parameters, but :meth:`Supernet.weight_parameters` and
 :meth:`Supernet.score_parameters` leave them out, so no weight optimizer ever updates alpha with the
-training loss (the authors' SGD did). The ``none`` op is never computed: its output is zero.
+training loss (the authors' SGD did). The ``none`` op is never computed: its output is zero; and the
+input ReLU that an edge's four sep / dil convs begin with is computed once per edge.
 """
+import itertools
 from typing import Dict, Iterator, List, Tuple
 
 import torch
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 
 from ..genotypes import PRIMITIVES, Genotype
 from ..layers import PrunedConv2d, PrunedLayer, PrunedLinear
-from ..ops import FactorizedReduce, ReLUConvBN, make_op
+from ..ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, make_op
 
 __all__ = ['MixedOp', 'SearchCell', 'Supernet', 'derive_genotype']
 
@@ -34,8 +36,20 @@ class MixedOp(nn.Module):
             self.ops.append(op)
             self.op_index.append(i)
 
+        # sep / dil convs start with the same ReLU of the edge's input: it is computed once per edge
+        self.shares_relu: List[bool] = [isinstance(op, (SepConv, DilConv)) for op in self.ops]
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(weights[i] * op(x) for i, op in zip(self.op_index, self.ops))
+        relu_x = F.relu(x) if any(self.shares_relu) else x
+        return sum(weights[i] * (_after_first(op, relu_x) if shared else op(x))
+                   for i, op, shared in zip(self.op_index, self.ops, self.shares_relu))
+
+
+def _after_first(op: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``op`` without its first module (the shared ReLU)."""
+    for module in itertools.islice(op, 1, None):
+        x = module(x)
+    return x
 
 
 class SearchCell(nn.Module):

@@ -1,0 +1,229 @@
+""" A 32x32 data set held as one uint8 tensor, and the DARTS augmentation done in batches on its device.
+
+The recipes' default data path (``data_format: tensor``), after airbench: the images of a split are decoded
+once (:func:`load_image_tensors`) into ``images`` (N x C x 32 x 32, uint8: CIFAR-10's train split is 150 MB)
+and ``targets``, cached on disk, moved to the training device, and each step's batch is cut, augmented and
+normalized there with a few tensor ops (:func:`augment_batch`), without PIL or a DataLoader.
+
+The augmentation is the DARTS one (pad-4 random crop with black padding, horizontal flip, then normalize,
+then cutout), drawn per sample from a counter-based hash of (seed, epoch, sample index): the same sample in the
+same epoch gets the same crop, flip and cutout on any device, any process count, and after a resume. (It is
+not the same random stream as the PIL path's ``SeededTransform``: a run keeps the ``data_format`` it started
+with.)
+
+The cache: ``<root>/.prdarts_tensors/<split>.safetensors`` for an ImageFolder or torchvision root, or
+``$PRDARTS_TIMM_CACHE`` / ``~/.cache/prdarts_timm`` when the root is not writable (a shared read-only copy)
+and for the embedded mini CIFAR-10. Its metadata hold the content key of the data it was made from (file
+names, sizes and modification times; the tar's sha256 for the mini set) and a sha256 of its tensors. A cache
+whose key differs (the folder changed) or whose tensors do not match their checksum (a corrupt file) is
+rebuilt, never used.
+"""
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .data import CIFAR10_MEAN, CIFAR10_STD, MINI_CIFAR10_PATH, DatasetError, build_dataset
+from .io import atomic_write, file_sha256
+
+__all__ = ['ImageTensors', 'load_image_tensors', 'content_key', 'augment_batch', 'normalize_batch',
+           'sample_hash', 'CACHE_FORMAT']
+
+CACHE_FORMAT = '1'  # bump when the cached layout changes
+_MASK32 = 0xFFFFFFFF
+
+
+@dataclass
+class ImageTensors:
+    """A decoded split: ``images`` N x C x H x W uint8, ``targets`` N int64, ``classes`` (index order)."""
+    images: torch.Tensor
+    targets: torch.Tensor
+    classes: List[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: Union[str, torch.device]) -> 'ImageTensors':
+        return ImageTensors(self.images.to(device), self.targets.to(device), self.classes)
+
+    def subset(self, indices: Sequence[int]) -> 'ImageTensors':
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.images.device)
+        return ImageTensors(self.images[index], self.targets[index], self.classes)
+
+
+# ----- decoding and the cache -----
+
+def content_key(source: str, split: str, root: Optional[str] = None) -> str:
+    """What a cached split depends on: the sha256 of the file list with sizes and modification times (an
+    ImageFolder split, the torchvision batch files) or of the tar's bytes (the mini set)."""
+    digest = hashlib.sha256(f'{CACHE_FORMAT}|{source}|{split}'.encode())
+    if source == 'mini':
+        digest.update(file_sha256(MINI_CIFAR10_PATH).encode())
+        return digest.hexdigest()
+    folder = Path(root)
+    if source == 'imagefolder':
+        folder = folder / split if (folder / split).is_dir() or split != 'val' else folder / 'test'
+    files = sorted(p for p in folder.rglob('*') if p.is_file() and '.prdarts_tensors' not in p.parts)
+    for p in files:
+        st = p.stat()
+        digest.update(f'{p.relative_to(folder).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
+    return digest.hexdigest()
+
+
+def _tensor_sha256(images: torch.Tensor, targets: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    digest.update(images.contiguous().numpy().tobytes())
+    digest.update(targets.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cache_file(source: str, split: str, root: Optional[str], key: str) -> Path:
+    name = f'{split}.safetensors'
+    if source != 'mini' and root is not None:
+        folder = Path(root) / '.prdarts_tensors'
+        try:
+            folder.mkdir(exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder / name
+        except OSError:
+            pass  # a read-only root: the user cache below
+    base = Path(os.environ.get('PRDARTS_TIMM_CACHE') or Path.home() / '.cache' / 'prdarts_timm')
+    tag = hashlib.sha256(f'{source}|{Path(root).resolve() if root else ""}'.encode()).hexdigest()[:16]
+    return base / f'{source}-{tag}' / name
+
+
+def _read_cache(path: Path, key: str) -> Optional[ImageTensors]:
+    """The cached split, or None (with a warning saying why) when it is missing, stale or corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), 'pt') as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        images, targets = tensors['images'], tensors['targets']
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+        warnings.warn(f'tensor cache {path} is unreadable ({e}); rebuilding it')
+        return None
+    if meta.get('content_key') != key:
+        warnings.warn(f'tensor cache {path} was made from other data (the folder changed); rebuilding it')
+        return None
+    if meta.get('tensor_sha256') != _tensor_sha256(images, targets):
+        warnings.warn(f'tensor cache {path} does not match its checksum (a corrupt file); rebuilding it')
+        return None
+    return ImageTensors(images, targets, json.loads(meta['classes']))
+
+
+def _decode(dataset) -> ImageTensors:
+    """Every image of ``dataset`` (PIL items) as uint8 CHW, all of one size."""
+    images, size = [], None
+    for i in range(len(dataset)):
+        img, _ = dataset[i]
+        array = np.asarray(img.convert('RGB') if img.mode not in ('RGB', 'L') else img, dtype=np.uint8)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if size is None:
+            size = array.shape
+        elif array.shape != size:
+            raise DatasetError(
+                f'data_format tensor holds images of one size, but image {i} is {array.shape[1]}x{array.shape[0]}'
+                f' and the first was {size[1]}x{size[0]}: resize the data set, or set data_format: pil')
+        images.append(torch.from_numpy(array.copy()).permute(2, 0, 1))
+    return ImageTensors(torch.stack(images), torch.as_tensor(list(dataset.targets), dtype=torch.long),
+                        list(dataset.classes))
+
+
+def load_image_tensors(source: str, split: str, root: Optional[str] = None, download: bool = False,
+                       cache: bool = True) -> ImageTensors:
+    """One split of a data set (as :func:`~prdarts_timm.data.build_dataset` finds it) as uint8 tensors, from the
+    cache when it is current, else decoded and cached (atomically). ``cache=False`` only decodes."""
+    dataset = build_dataset(source, split, root=root, download=download)  # the clear errors for bad input
+    key = content_key(source, split, root)
+    path = _cache_file(source, split, root, key) if cache else None
+    if path is not None:
+        cached = _read_cache(path, key)
+        if cached is not None:
+            return cached
+    data = _decode(dataset)
+    if path is not None:
+        meta = dict(content_key=key, tensor_sha256=_tensor_sha256(data.images, data.targets),
+                    classes=json.dumps(data.classes), format=CACHE_FORMAT)
+        try:
+            atomic_write(path, lambda tmp: save_file(dict(images=data.images.contiguous(), targets=data.targets),
+                                                     tmp, metadata=meta))
+        except OSError as e:
+            warnings.warn(f'could not write the tensor cache {path} ({e}); the split is decoded again next time')
+    return data
+
+
+# ----- augmentation -----
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mix of int64 values in [0, 2**32) (xorshift-multiply rounds; both multipliers are below
+    2**31, so no product overflows int64)."""
+    x = x & _MASK32
+    x = ((x >> 16) ^ x) * 0x7FEB352D & _MASK32
+    x = ((x >> 15) ^ x) * 0x31848BAB & _MASK32
+    return (x >> 16) ^ x
+
+
+def sample_hash(seed: int, epoch: int, indices: torch.Tensor, draws: int) -> torch.Tensor:
+    """``len(indices) x draws`` independent 32-bit values for each (seed, epoch, sample index)."""
+    base = int(_hash32(torch.tensor((seed * 0x9E3779B1 + epoch) & _MASK32, dtype=torch.long)))
+    base = int(_hash32(torch.tensor((base ^ (seed >> 32)) + 0x632BE5AB & _MASK32, dtype=torch.long)))
+    h = _hash32(indices.long() + base)
+    counter = torch.arange(draws, device=indices.device, dtype=torch.long) * 0x61C88647
+    return _hash32(h[:, None] ^ counter[None, :])
+
+
+def _norm_constants(channels: int, device, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(CIFAR10_MEAN, device=device, dtype=dtype)
+    std = torch.tensor(CIFAR10_STD, device=device, dtype=dtype)
+    if channels != 3:
+        mean, std = mean.mean().expand(channels), std.mean().expand(channels)
+    return (mean * 255).view(1, -1, 1, 1), (std * 255).view(1, -1, 1, 1)
+
+
+def normalize_batch(images: torch.Tensor, dtype: torch.dtype = torch.float32,
+                    channels_last: bool = False) -> torch.Tensor:
+    """uint8 N x C x H x W -> normalized float (CIFAR-10 mean / std), as ToTensor + Normalize do."""
+    mean, std = _norm_constants(images.shape[1], images.device, torch.float32)
+    x = (images.float() - mean) / std
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+    return x.to(dtype)
+
+
+def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch: int, cutout: int = 0,
+                  padding: int = 4, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+    """The DARTS train transform of ``images`` (uint8 N x C x H x W; sample ``indices`` seed the draws):
+    ``padding`` px black padding and a random crop back to H x W, a horizontal flip with p = 0.5, normalize,
+    then cutout (a ``cutout`` x ``cutout`` square zeroed at a uniform centre, clipped at the border; 0 = off)."""
+    n, c, h, w = images.shape
+    device = images.device
+    draws = sample_hash(seed, epoch, indices.to(device), 5)
+    dy, dx = draws[:, 0] % (2 * padding + 1), draws[:, 1] % (2 * padding + 1)
+    flip = (draws[:, 2] >> 7) & 1
+    padded = F.pad(images, (padding, padding, padding, padding)).permute(0, 2, 3, 1)  # N x H' x W' x C
+    ar_h, ar_w = torch.arange(h, device=device), torch.arange(w, device=device)
+    rows = dy[:, None] + ar_h[None, :]
+    cols = dx[:, None] + torch.where(flip[:, None].bool(), (w - 1) - ar_w[None, :], ar_w[None, :])
+    crop = padded[torch.arange(n, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    x = crop.permute(0, 3, 1, 2)  # N x C x H x W, channels-last in memory
+    mean, std = _norm_constants(c, device, torch.float32)
+    x = (x.float() - mean) / std
+    if cutout > 0:
+        cy, cx, half = draws[:, 3] % h, draws[:, 4] % w, cutout // 2
+        inside_y = (ar_h[None, :] >= cy[:, None] - half) & (ar_h[None, :] < cy[:, None] + half)
+        inside_x = (ar_w[None, :] >= cx[:, None] - half) & (ar_w[None, :] < cx[:, None] + half)
+        x = x.masked_fill((inside_y[:, :, None] & inside_x[:, None, :])[:, None], 0.)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+    return x.to(dtype)
