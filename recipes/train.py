@@ -219,7 +219,7 @@ def build_optimizer(model: nn.Module, stage: str, config: TrainConfig, epochs: i
 
 def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion, mixup,
                accelerator: Accelerator) -> torch.Tensor:
-    """Forward (``model.forward_aux`` with the auxiliary loss where the model has one, maybe compiled),
+    """Forward (``(logits, aux logits or None)``, maybe compiled; the auxiliary loss where there is a head),
     backward, gradients averaged across processes, clipped, one optimizer step. Returns the loss unread (no
     host sync)."""
     x, y = batch
@@ -228,11 +228,10 @@ def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion
         x, y = mixup(x, y)
     params = [p for g in state.optimizer.param_groups for p in g['params']]
     with accelerator.autocast():
-        if config.auxiliary_weight > 0:
-            logits, aux = forward(x)
-            loss = criterion(logits, y) + config.auxiliary_weight * criterion(aux, y)
-        else:
-            loss = criterion(forward(x), y)
+        logits, aux = forward(x)
+        loss = criterion(logits, y)
+        if aux is not None:
+            loss = loss + config.auxiliary_weight * criterion(aux, y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -376,7 +375,8 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f'resumed {stage} from {resume_from} (epoch {state.epoch}, step {state.step})')
-    forward = model.forward_aux if config.auxiliary_weight > 0 else model
+    # PR-DARTS models train through forward_aux (logits and auxiliary logits; it also shares the cells' ReLUs)
+    forward = model.forward_aux if hasattr(model, 'forward_aux') else lambda x: (model(x), None)
     if config.compile:
         forward = torch.compile(forward)
     trainable = sum(p.numel() for g in state.optimizer.param_groups for p in g['params'])
