@@ -6,6 +6,7 @@ score step) for each phase, first and second order, at the paper's search size (
 peak RSS is its own; the two checkouts alternate configuration by configuration.
 
     python benchmarks/bench_search.py --baseline ../base        # ../base: git worktree add ../base <old commit>
+    python benchmarks/bench_search.py --baseline ../base --orders 1st --rounds 3 --steps 4
     python benchmarks/bench_search.py [--batch 32 64] [--steps 3] [--threads 2]
 
 ``baseline`` runs the older checkout as its recipe did (NCHW); ``new`` runs this checkout as
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -73,22 +75,28 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--channels', type=int, default=16)
     parser.add_argument('--layers', type=int, default=8)
+    parser.add_argument('--orders', nargs='+', default=['1st', '2nd'], choices=['1st', '2nd'])
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='runs of each configuration, old and new alternating; the median is reported')
     args = parser.parse_args()
     import torch
     cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
                platform.processor())
     print(f'# supernet {args.channels} channels / {args.layers} cells, 32x32, k = 0.01, torch {torch.__version__}, '
           f'{args.threads} threads, {cpu}')
-    print(f'# median of {args.steps} steps after 1 warm-up; alpha step included in every phase (prune too)')
+    print(f'# median of {args.steps} steps after 1 warm-up (median over {args.rounds} alternating round(s)); alpha '
+          'step included in every phase (prune too)')
     print(f'{"phase":<9} {"order":<6} {"batch":>5} {"code":<9} {"s/step":>8} {"img/s":>7} {"peak MiB":>9} '
           f'{"speed-up":>9}')
     for batch in args.batch:
-        for second_order in (False, True):
+        for second_order in [order == '2nd' for order in args.orders]:
             for phase in ('pretrain', 'prune', 'finetune'):
                 runs = [('baseline', args.baseline.resolve(), False)] if args.baseline else []
                 runs.append(('new', HERE, True))
-                results = {name: measure(checkout, cl, phase, second_order, batch, args)
-                           for name, checkout, cl in runs}
+                rounds = [{name: measure(checkout, cl, phase, second_order, batch, args) for name, checkout, cl in runs}
+                          for _ in range(args.rounds)]
+                results = {name: dict(median_s=statistics.median(r[name]['median_s'] for r in rounds),
+                                      peak_mib=max(r[name]['peak_mib'] for r in rounds)) for name, _, _ in runs}
                 for name, r in results.items():
                     ratio = (f'{results["baseline"]["median_s"] / r["median_s"]:.2f}x'
                              if 'baseline' in results and name == 'new' else '')
