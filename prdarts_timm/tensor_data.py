@@ -24,18 +24,19 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset, Subset
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, MINI_CIFAR10_PATH, DatasetError, build_dataset
 from .io import atomic_write, file_sha256
 
-__all__ = ['ImageTensors', 'load_image_tensors', 'content_key', 'augment_batch', 'normalize_batch',
+__all__ = ['ImageTensors', 'load_image_tensors', 'content_key', 'augment_batch', 'normalize_batch', 'batches',
            'sample_hash', 'CACHE_FORMAT']
 
 CACHE_FORMAT = '1'  # bump when the cached layout changes
@@ -62,17 +63,18 @@ class ImageTensors:
 
 # ----- decoding and the cache -----
 
-def content_key(source: str, split: str, root: Optional[str] = None) -> str:
-    """What a cached split depends on: the sha256 of the file list with sizes and modification times (an
-    ImageFolder split, the torchvision batch files) or of the tar's bytes (the mini set)."""
+def content_key(source: str, split: str, dataset) -> str:
+    """What a cached split depends on: the sha256 of the file list with sizes and modification times (the
+    folder of the ImageFolder split, the torchvision batch files) or of the tar's bytes (the mini set).
+    ``dataset`` is the split as :func:`~prdarts_timm.data.build_dataset` found it."""
     digest = hashlib.sha256(f'{CACHE_FORMAT}|{source}|{split}'.encode())
     if source == 'mini':
         digest.update(file_sha256(MINI_CIFAR10_PATH).encode())
         return digest.hexdigest()
-    folder = Path(root)
-    if source == 'imagefolder':
-        folder = folder / split if (folder / split).is_dir() or split != 'val' else folder / 'test'
-    files = sorted(p for p in folder.rglob('*') if p.is_file() and '.prdarts_tensors' not in p.parts)
+    folder = Path(dataset.root)
+    if source == 'torchvision':
+        folder = folder / dataset.base_folder
+    files = sorted(p for p in folder.rglob('*') if p.is_file())
     for p in files:
         st = p.stat()
         digest.update(f'{p.relative_to(folder).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
@@ -86,7 +88,7 @@ def _tensor_sha256(images: torch.Tensor, targets: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _cache_file(source: str, split: str, root: Optional[str], key: str) -> Path:
+def _cache_file(source: str, split: str, root: Optional[str]) -> Path:
     name = f'{split}.safetensors'
     if source != 'mini' and root is not None:
         folder = Path(root) / '.prdarts_tensors'
@@ -106,11 +108,9 @@ def _read_cache(path: Path, key: str) -> Optional[ImageTensors]:
     if not path.is_file():
         return None
     try:
-        from safetensors import safe_open
         with safe_open(str(path), 'pt') as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
-        images, targets = tensors['images'], tensors['targets']
+            images, targets = f.get_tensor('images'), f.get_tensor('targets')
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
         warnings.warn(f'tensor cache {path} is unreadable ({e}); rebuilding it')
         return None
@@ -147,8 +147,8 @@ def load_image_tensors(source: str, split: str, root: Optional[str] = None, down
     """One split of a data set (as :func:`~prdarts_timm.data.build_dataset` finds it) as uint8 tensors, from the
     cache when it is current, else decoded and cached (atomically). ``cache=False`` only decodes."""
     dataset = build_dataset(source, split, root=root, download=download)  # the clear errors for bad input
-    key = content_key(source, split, root)
-    path = _cache_file(source, split, root, key) if cache else None
+    key = content_key(source, split, dataset)
+    path = _cache_file(source, split, root) if cache else None
     if path is not None:
         cached = _read_cache(path, key)
         if cached is not None:
@@ -196,10 +196,16 @@ def _norm_constants(channels: int, device, dtype) -> Tuple[torch.Tensor, torch.T
 def normalize_batch(images: torch.Tensor, dtype: torch.dtype = torch.float32,
                     channels_last: bool = False) -> torch.Tensor:
     """uint8 N x C x H x W -> normalized float (CIFAR-10 mean / std), as ToTensor + Normalize do."""
+    return _laid_out(_normalized(images), dtype, channels_last)
+
+
+def _normalized(images: torch.Tensor) -> torch.Tensor:
     mean, std = _norm_constants(images.shape[1], images.device, torch.float32)
-    x = (images.float() - mean) / std
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-    return x.to(dtype)
+    return (images.float() - mean) / std
+
+
+def _laid_out(x: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()).to(dtype)
 
 
 def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch: int, cutout: int = 0,
@@ -217,13 +223,30 @@ def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch:
     rows = dy[:, None] + ar_h[None, :]
     cols = dx[:, None] + torch.where(flip[:, None].bool(), (w - 1) - ar_w[None, :], ar_w[None, :])
     crop = padded[torch.arange(n, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    x = crop.permute(0, 3, 1, 2)  # N x C x H x W, channels-last in memory
-    mean, std = _norm_constants(c, device, torch.float32)
-    x = (x.float() - mean) / std
+    x = _normalized(crop.permute(0, 3, 1, 2))  # N x C x H x W, channels-last in memory
     if cutout > 0:
         cy, cx, half = draws[:, 3] % h, draws[:, 4] % w, cutout // 2
         inside_y = (ar_h[None, :] >= cy[:, None] - half) & (ar_h[None, :] < cy[:, None] + half)
         inside_x = (ar_w[None, :] >= cx[:, None] - half) & (ar_w[None, :] < cx[:, None] + half)
         x = x.masked_fill((inside_y[:, :, None] & inside_x[:, None, :])[:, None], 0.)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-    return x.to(dtype)
+    return _laid_out(x, dtype, channels_last)
+
+
+def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_size: int, device: torch.device,
+            channels_last: bool = False, num_workers: int = 0, augment: bool = False, seed: int = 0, epoch: int = 0,
+            cutout: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) batches of ``indices`` on ``device``, in the recipes' two data formats. From :class:`ImageTensors`:
+    cut from the tensors there, augmented (``augment``: :func:`augment_batch` seeded by ``seed``, ``epoch`` and
+    the sample index) or only normalized. From a data set: a DataLoader (its transform augments)."""
+    if isinstance(data, ImageTensors):
+        for start in range(0, len(indices), batch_size):
+            index = torch.tensor(indices[start:start + batch_size], device=device)
+            images = data.images[index]
+            x = (augment_batch(images, index, seed, epoch, cutout=cutout, channels_last=channels_last) if augment
+                 else normalize_batch(images, channels_last=channels_last))
+            yield x, data.targets[index]
+        return
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for x, y in DataLoader(Subset(data, list(indices)), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                           generator=torch.Generator()):
+        yield x.to(device).contiguous(memory_format=memory_format), y.to(device)

@@ -17,14 +17,14 @@ import argparse
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from prdarts_timm.checkpoint import newest_accelerate_state, save_accelerate_state
@@ -34,7 +34,7 @@ from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
-from prdarts_timm.tensor_data import ImageTensors, augment_batch, load_image_tensors
+from prdarts_timm.tensor_data import batches, load_image_tensors
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'search_cpu_demo.yaml'
 
@@ -96,22 +96,6 @@ def check_run_folder(config: SearchConfig, resume: bool) -> Tuple[SearchConfig, 
     return check_same_config(config, out), newest
 
 
-def batches(data: Union[SeededTransform, ImageTensors], indices: List[int], seed: int, epoch: int,
-            config: SearchConfig, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """Augmented (x, y) batches of ``indices`` on ``device``: cut from the tensors and augmented there
-    (data_format tensor, seeded per (seed, epoch, sample)), or from a DataLoader (the SeededTransform does it)."""
-    if isinstance(data, ImageTensors):
-        for start in range(0, len(indices), config.batch_size):
-            index = torch.tensor(indices[start:start + config.batch_size], device=device)
-            yield augment_batch(data.images[index], index, seed, epoch, channels_last=config.channels_last), \
-                data.targets[index]
-        return
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    for x, y in DataLoader(Subset(data, indices), batch_size=config.batch_size, shuffle=False,
-                           num_workers=config.num_workers, generator=torch.Generator()):
-        yield x.to(device).contiguous(memory_format=memory_format), y.to(device)
-
-
 def epoch_batches(weight_data, alpha_data, config: SearchConfig, epoch_seed: int, steps: int, skip: int,
                   accelerator: Accelerator) -> Iterator[Tuple[Tuple, Tuple]]:
     """This process's (weight batch, alpha batch) pairs of one epoch of ``steps`` steps, from a seeded
@@ -119,8 +103,8 @@ def epoch_batches(weight_data, alpha_data, config: SearchConfig, epoch_seed: int
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
     g = torch.Generator().manual_seed(epoch_seed)
     perms = [torch.randperm(len(weight_data), generator=g), torch.randperm(len(alpha_data), generator=g)]
-    halves = [batches(data, shard_indices(perm, steps, bs, world, rank, skip), seed, epoch_seed, config,
-                      accelerator.device)
+    halves = [batches(data, shard_indices(perm, steps, bs, world, rank, skip), bs, accelerator.device,
+                      config.channels_last, config.num_workers, augment=True, seed=seed, epoch=epoch_seed)
               for data, perm, seed in zip((weight_data, alpha_data), perms, (config.seed, config.seed + 1))]
     yield from zip(*halves)
 

@@ -36,7 +36,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from prdarts_timm import GenotypeError, bake, set_pruning, sparsity_report
@@ -59,7 +59,7 @@ from prdarts_timm.checkpoint import (
 )
 from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
 from prdarts_timm.data import DatasetError, SeededTransform, build_dataset, cifar_transforms, shard_indices
-from prdarts_timm.tensor_data import ImageTensors, augment_batch, load_image_tensors, normalize_batch
+from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.profile import hardware_description
 from prdarts_timm.retrain import (
@@ -243,25 +243,6 @@ def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion
     return loss.detach()
 
 
-def batches(data: Union[Dataset, ImageTensors], indices: List[int], config: TrainConfig, device: torch.device,
-            seed: int = 0, epoch: int = 0, train: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """(x, y) batches of ``indices`` on ``device``: cut from the tensors and augmented there (data_format tensor,
-    seeded per (seed, epoch, sample)), or from a DataLoader over the data set (whose transform does that)."""
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    if isinstance(data, ImageTensors):
-        for start in range(0, len(indices), config.batch_size):
-            index = torch.tensor(indices[start:start + config.batch_size], device=device)
-            images = data.images[index]
-            x = (augment_batch(images, index, seed, epoch, cutout=config.cutout, channels_last=config.channels_last)
-                 if train else normalize_batch(images, channels_last=config.channels_last))
-            yield x, data.targets[index]
-        return
-    loader = DataLoader(Subset(data, indices), batch_size=config.batch_size, shuffle=False,
-                        num_workers=config.num_workers, generator=torch.Generator())
-    for x, y in loader:
-        yield x.to(device).contiguous(memory_format=memory_format), y.to(device)
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: Union[Dataset, ImageTensors], config: TrainConfig,
              accelerator: Accelerator) -> Dict[str, float]:
@@ -275,7 +256,7 @@ def evaluate(model: nn.Module, data: Union[Dataset, ImageTensors], config: Train
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
-    for x, y in batches(data, mine, config, accelerator.device):
+    for x, y in batches(data, mine, config.batch_size, accelerator.device, config.channels_last, config.num_workers):
         with accelerator.autocast():
             logits = model(x)
         counts += torch.stack([(logits.argmax(1) == y).sum(), nn.functional.cross_entropy(
@@ -396,12 +377,12 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
         model.train()
         bar = tqdm(total=steps, initial=state.step, desc=f'{stage} {state.epoch + 1}/{epochs}',
                    disable=not accelerator.is_local_main_process)
-        for x, y in batches(train_data, mine, config, accelerator.device, augment_seed, state.epoch, train=True):
-            if config.compile and state.stage_step == stage_first_step:
-                compile_started = time.time()
+        for x, y in batches(train_data, mine, bs, accelerator.device, config.channels_last, config.num_workers,
+                            augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout):
+            step_started = time.time()
             loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator)
             if config.compile and state.stage_step == stage_first_step:
-                accelerator.print(f'[{stage}] torch.compile: the first step took {time.time() - compile_started:.1f} s')
+                accelerator.print(f'[{stage}] torch.compile: the first step took {time.time() - step_started:.1f} s')
             state.epoch_losses.append(loss)
             if stage == 'prune':
                 follow_global_k(model, config)
