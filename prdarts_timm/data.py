@@ -74,15 +74,17 @@ class Cutout:
         return f'{self.__class__.__name__}(length={self.length})'
 
 
-def cifar_transforms(train: bool, cutout: int = 0) -> transforms.Compose:
-    """DARTS CIFAR transforms: train = RandomCrop(32, pad 4), flip, ToTensor, Normalize[, Cutout(cutout)];
-    eval = ToTensor, Normalize. ``cutout`` (0 = off) applies to the train transform only."""
+def cifar_transforms(train: bool, cutout: int = 0, padding: int = 4, flip: bool = True) -> transforms.Compose:
+    """DARTS CIFAR transforms: train = RandomCrop(32, pad ``padding``; 0 = none), flip (``flip``), ToTensor,
+    Normalize[, Cutout(cutout)]; eval = ToTensor, Normalize. ``cutout`` (0 = off) applies to the train
+    transform only."""
     if cutout < 0:
         raise ValueError(f'cutout must be >= 0 (0 = off), got {cutout}')
     normalize = [transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
     if not train:
         return transforms.Compose(normalize)
-    ops = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *normalize]
+    ops = ([transforms.RandomCrop(32, padding=padding)] if padding > 0 else []) + (
+        [transforms.RandomHorizontalFlip()] if flip else []) + normalize
     if cutout > 0:
         ops.append(Cutout(cutout))
     return transforms.Compose(ops)

@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from .data import CIFAR10_MEAN, CIFAR10_STD, MINI_CIFAR10_PATH, DatasetError, build_dataset
 from .io import atomic_write, file_sha256
 
-__all__ = ['ImageTensors', 'load_image_tensors', 'content_key', 'augment_batch', 'normalize_batch', 'batches',
+__all__ = ['ImageTensors', 'holdout_indices', 'load_image_tensors', 'content_key', 'augment_batch', 'normalize_batch', 'batches',
            'sample_hash', 'CACHE_FORMAT']
 
 CACHE_FORMAT = '1'  # bump when the cached layout changes
@@ -59,6 +59,54 @@ class ImageTensors:
     def subset(self, indices: Sequence[int]) -> 'ImageTensors':
         index = torch.as_tensor(list(indices), dtype=torch.long, device=self.images.device)
         return ImageTensors(self.images[index], self.targets[index], self.classes)
+
+    def fit(self, channels: int, size: Tuple[int, int]) -> 'ImageTensors':
+        """The images as a model with ``channels`` input channels and an ``size`` (H, W) input takes them: grey
+        repeated to RGB or RGB to grey (ITU-R 601 luma, as PIL's ``convert('L')``), and resized (bilinear,
+        antialiased, as timm's resize of a PIL image). Unchanged where they already fit."""
+        images = self.images
+        if images.shape[1] != channels:
+            if images.shape[1] == 1:
+                images = images.expand(-1, channels, -1, -1)
+            elif images.shape[1] == 3 and channels == 1:
+                luma = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+                images = (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+            else:
+                raise DatasetError(f'images with {images.shape[1]} channels do not fit a model that takes {channels}: '
+                                   'set the model\'s in_chans to the images\' channel count')
+        if tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images.float(), size=tuple(size), mode='bilinear', antialias=True,
+                                   align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        if images is self.images:
+            return self
+        return ImageTensors(images.contiguous(), self.targets, self.classes)
+
+    def holdout(self, fraction: float, seed: int = 0) -> Tuple['ImageTensors', 'ImageTensors']:
+        """(train, held out): ``fraction`` of each class's images, drawn with ``seed``, held out for
+        evaluation (at least one per class), the rest to train on; both keep the original order."""
+        return tuple(self.subset(part) for part in holdout_indices(self.targets.cpu().tolist(), fraction, seed))
+
+
+def holdout_indices(targets: Sequence[int], fraction: float, seed: int = 0) -> Tuple[List[int], List[int]]:
+    """(kept, held out) indices: ``fraction`` of each class (at least one image, never all of a class's
+    images) held out, drawn by a seeded permutation per class; both lists sorted."""
+    if not 0 < fraction < 1:
+        raise DatasetError(f'the held-out fraction must be in (0, 1), got {fraction}')
+    by_class: dict = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for label in sorted(by_class):
+        members = by_class[label]
+        if len(members) < 2:
+            raise DatasetError(f'class {label} has {len(members)} image(s): holding some out for evaluation needs '
+                               'at least 2 per class (or give the data set a test split)')
+        count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        order = torch.randperm(len(members), generator=generator).tolist()
+        held += [members[j] for j in order[:count]]
+        kept += [members[j] for j in order[count:]]
+    return sorted(kept), sorted(held)
 
 
 # ----- decoding and the cache -----
@@ -209,15 +257,17 @@ def _laid_out(x: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch
 
 
 def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch: int, cutout: int = 0,
-                  padding: int = 4, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+                  padding: int = 4, dtype: torch.dtype = torch.float32, channels_last: bool = False,
+                  flip: bool = True) -> torch.Tensor:
     """The DARTS train transform of ``images`` (uint8 N x C x H x W; sample ``indices`` seed the draws):
-    ``padding`` px black padding and a random crop back to H x W, a horizontal flip with p = 0.5, normalize,
-    then cutout (a ``cutout`` x ``cutout`` square zeroed at a uniform centre, clipped at the border; 0 = off)."""
+    ``padding`` px black padding and a random crop back to H x W (0 = no crop), a horizontal flip with p = 0.5
+    (``flip=False``: none, for data whose mirror image is another thing, like text), normalize, then cutout (a
+    ``cutout`` x ``cutout`` square zeroed at a uniform centre, clipped at the border; 0 = off)."""
     n, c, h, w = images.shape
     device = images.device
     draws = sample_hash(seed, epoch, indices.to(device), 5)
     dy, dx = draws[:, 0] % (2 * padding + 1), draws[:, 1] % (2 * padding + 1)
-    flip = (draws[:, 2] >> 7) & 1
+    flip = (draws[:, 2] >> 7) & 1 if flip else torch.zeros_like(dy)
     padded = F.pad(images, (padding, padding, padding, padding)).permute(0, 2, 3, 1)  # N x H' x W' x C
     ar_h, ar_w = torch.arange(h, device=device), torch.arange(w, device=device)
     rows = dy[:, None] + ar_h[None, :]
@@ -234,7 +284,7 @@ def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch:
 
 def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_size: int, device: torch.device,
             channels_last: bool = False, num_workers: int = 0, augment: bool = False, seed: int = 0, epoch: int = 0,
-            cutout: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+            cutout: int = 0, padding: int = 4, flip: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches of ``indices`` on ``device``, in the recipes' two data formats. From :class:`ImageTensors`:
     cut from the tensors there, augmented (``augment``: :func:`augment_batch` seeded by ``seed``, ``epoch`` and
     the sample index) or only normalized. From a data set: a DataLoader (its transform augments)."""
@@ -242,7 +292,8 @@ def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_si
         for start in range(0, len(indices), batch_size):
             index = torch.tensor(indices[start:start + batch_size], device=device)
             images = data.images[index]
-            x = (augment_batch(images, index, seed, epoch, cutout=cutout, channels_last=channels_last) if augment
+            x = (augment_batch(images, index, seed, epoch, cutout=cutout, padding=padding, channels_last=channels_last,
+                               flip=flip) if augment
                  else normalize_batch(images, channels_last=channels_last))
             yield x, data.targets[index]
         return

@@ -173,7 +173,8 @@ def build_transforms(model: nn.Module, config: TrainConfig):
     """(train, eval) transforms: the DARTS CIFAR ones (crop, flip, cutout) for 32x32 models, timm's otherwise."""
     data_config = resolve_data_config(model=model)
     if tuple(data_config['input_size'][1:]) == (32, 32):
-        return cifar_transforms(train=True, cutout=config.cutout), cifar_transforms(train=False)
+        return (cifar_transforms(train=True, cutout=config.cutout, padding=config.crop_padding, flip=config.hflip),
+                cifar_transforms(train=False))
     if config.data_format == 'tensor':
         raise ConfigError(f'data_format tensor does the DARTS transforms of 32x32 models; {config.model} takes '
                           f'{data_config["input_size"]}: set data_format pil (timm\'s transforms)')
@@ -334,8 +335,10 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
 
     train_transform, eval_transform = build_transforms(model, config)
     augment_seed = config.seed * 10 + stage_index
-    if isinstance(train_set, ImageTensors):
-        train_data = train_set
+    if isinstance(train_set, ImageTensors):  # resized / channel-adapted to what the model takes, where needed
+        channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels  # in_chans
+        size = resolve_data_config(model=model)['input_size'][1:]
+        train_data, eval_set = train_set.fit(channels, size), eval_set.fit(channels, size)
     else:
         train_data = SeededTransform(train_set, train_transform, seed=augment_seed)
         eval_set.transform = eval_transform
@@ -378,7 +381,8 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
         bar = tqdm(total=steps, initial=state.step, desc=f'{stage} {state.epoch + 1}/{epochs}',
                    disable=not accelerator.is_local_main_process)
         for x, y in batches(train_data, mine, bs, accelerator.device, config.channels_last, config.num_workers,
-                            augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout):
+                            augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout,
+                            padding=config.crop_padding, flip=config.hflip):
             step_started = time.time()
             loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator)
             if config.compile and state.stage_step == stage_first_step:
@@ -440,8 +444,13 @@ def main() -> None:
             hardware=hardware_description(accelerator.device), command=launch_command(accelerator)))
     if config.data_format == 'tensor':  # decoded once (cached on disk), held on the training device
         train_set = load_image_tensors(config.data_source, 'train', config.data_root, config.download)
-        eval_set = load_image_tensors(config.data_source, config.eval_split, config.data_root, config.download)
+        if config.eval_split == 'holdout':
+            train_set, eval_set = train_set.holdout(config.holdout_fraction, seed=config.seed)
+        else:
+            eval_set = load_image_tensors(config.data_source, config.eval_split, config.data_root, config.download)
         train_set, eval_set = train_set.to(accelerator.device), eval_set.to(accelerator.device)
+    elif config.eval_split == 'holdout':
+        raise ConfigError('eval_split holdout is carved from the decoded train split: set data_format tensor')
     else:
         train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
         eval_set = build_dataset(config.data_source, config.eval_split, root=config.data_root,

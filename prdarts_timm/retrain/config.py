@@ -34,11 +34,14 @@ class TrainConfig:
     data_source: str = 'mini'
     data_root: Optional[str] = None
     download: bool = False
-    eval_split: str = 'test'
+    eval_split: str = 'test'  # or 'holdout': holdout_fraction of each train class, not trained on
+    holdout_fraction: float = 0.1
     data_format: str = 'tensor'  # 'tensor': decoded once, augmented in batches on the device; 'pil': a DataLoader
     batch_size: int = 64  # per process
     num_workers: int = 0  # DataLoader workers (data_format pil)
     cutout: int = 16  # DARTS cutout length on 32x32 inputs (0 = off)
+    crop_padding: int = 4  # DARTS random crop of 32x32 inputs padded by this many pixels (0 = no crop)
+    hflip: bool = True  # random horizontal flips of 32x32 inputs (off for text, digits, ...)
     mixup: float = 0.0  # timm Mixup alphas (0 = off)
     cutmix: float = 0.0
     label_smoothing: float = 0.0
@@ -68,7 +71,8 @@ class TrainConfig:
     log_every: int = 10
 
     # keys added after runs were made, with the value that continues such a run as it started
-    ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', channels_last=False, compile=False)
+    ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', channels_last=False, compile=False,
+                                                 crop_padding=4, hflip=True, holdout_fraction=0.1)
 
     def __post_init__(self):
         check_k(self.k)
@@ -88,7 +92,10 @@ class TrainConfig:
         for name in ('max_steps_per_epoch', 'eval_max_batches', 'num_classes'):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1 (or null), got {getattr(self, name)}')
-        for name in ('pretrain_epochs', 'prune_epochs', 'finetune_epochs', 'warmup_epochs', 'cutout', 'num_workers'):
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f'holdout_fraction must be in (0, 1), got {self.holdout_fraction}')
+        for name in ('pretrain_epochs', 'prune_epochs', 'finetune_epochs', 'warmup_epochs', 'cutout', 'num_workers',
+                     'crop_padding'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         for name in ('auxiliary_weight', 'drop_path_rate', 'drop_rate', 'mixup', 'cutmix', 'label_smoothing',
