@@ -47,15 +47,15 @@ def _background(rng: np.random.Generator, bg: Tuple[int, ...]) -> Image.Image:
 
 def _glyph(label: int, rng: np.random.Generator) -> Image.Image:
     fg, bg = _colours(rng)
-    font = ImageFont.load_default(size=int(rng.integers(44, 72)))
+    font = ImageFont.load_default(size=int(rng.integers(56, 80)))
     layer = Image.new('L', (_DRAW, _DRAW), 0)
     draw = ImageDraw.Draw(layer)
     text = str(label)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    x = (_DRAW - (right - left)) / 2 - left + rng.uniform(-10, 10)
-    y = (_DRAW - (bottom - top)) / 2 - top + rng.uniform(-10, 10)
+    x = (_DRAW - (right - left)) / 2 - left + rng.uniform(-8, 8)
+    y = (_DRAW - (bottom - top)) / 2 - top + rng.uniform(-8, 8)
     draw.text((x, y), text, fill=255, font=font, stroke_width=int(rng.integers(0, 3)), stroke_fill=255)
-    layer = layer.rotate(rng.uniform(-20, 20), resample=Image.BILINEAR)
+    layer = layer.rotate(rng.uniform(-12, 12), resample=Image.BILINEAR)
     image = _background(rng, bg)
     image.paste(Image.new('RGB', image.size, fg), mask=layer)
     return image
