@@ -17,13 +17,10 @@ from typing import Any, Dict
 import timm
 import torch.nn as nn
 
+from .errors import ModelError
 from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD, PRDarts
 
 __all__ = ['ModelError', 'create_model', 'adapt_to_cifar']
-
-
-class ModelError(ValueError):
-    """A model request that cannot be built; the message names the fix."""
 
 
 def create_model(name: str, cifar_stem: bool = False, pretrained: bool = False, **kwargs: Any) -> nn.Module:
