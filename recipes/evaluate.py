@@ -36,10 +36,12 @@ from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Subset
 
 import prdarts_timm
-from prdarts_timm import GenotypeError, bake, count_params, sparsity_report
-from prdarts_timm.builder import ModelError, create_model
-from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
-from prdarts_timm.data import DatasetError, build_dataset, cifar_transforms
+from prdarts_timm import bake, count_params, sparsity_report
+from prdarts_timm.builder import create_model
+from prdarts_timm.checkpoint import load_state_dict_checked, read_state_dict
+from prdarts_timm.cli import run_main
+from prdarts_timm.data import build_dataset, cifar_transforms
+from prdarts_timm.errors import PrdartsError
 from prdarts_timm.io import atomic_write_json, file_sha256
 from prdarts_timm.profile import count_macs, cpu_name, measure_latency
 
@@ -47,7 +49,7 @@ MARKDOWN_COLUMNS = ('network', 'sparsity', 'top-1', 'params', 'nonzero', 'dense 
 LATENCY_BATCHES = (1, 64)
 
 
-class EvaluateError(ValueError):
+class EvaluateError(PrdartsError, ValueError):
     """A model, checkpoint or data request the evaluation cannot serve; the message names the fix."""
 
 
@@ -222,7 +224,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (EvaluateError, CheckpointError, ModelError, DatasetError, GenotypeError) as e:
-        sys.exit(f'error: {type(e).__name__}: {e}')
+    run_main(main)

@@ -28,15 +28,15 @@ latencies).
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 import prdarts_timm  # noqa: F401  (registers the models)
-from prdarts_timm.builder import ModelError, create_model
 from prdarts_timm import bake
-from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
-from prdarts_timm.deploy import DeployError, deploy_folder
+from prdarts_timm.builder import create_model
+from prdarts_timm.checkpoint import load_state_dict_checked, read_state_dict
+from prdarts_timm.cli import run_main
+from prdarts_timm.deploy import deploy_folder
 from prdarts_timm.hub import HubError, bundle_weights, card_values, check_repo_id, export_folder, render_card
 from prdarts_timm.io import file_sha256
 from prdarts_timm.retrain import STAGES
@@ -157,7 +157,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (HubError, DeployError, CheckpointError, ModelError) as e:
-        sys.exit(f'error: {type(e).__name__}: {e}')
+    run_main(main)

@@ -28,6 +28,7 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from prdarts_timm.checkpoint import newest_accelerate_state, save_accelerate_state
+from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
 from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
@@ -248,4 +249,4 @@ def _has_tensorboard() -> bool:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -52,13 +52,13 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from prdarts_timm import GenotypeError, bake, set_pruning, sparsity_report
-from prdarts_timm.builder import ModelError
+from prdarts_timm import bake, set_pruning, sparsity_report
 from prdarts_timm.checkpoint import (
     CheckpointError, newest_accelerate_state, read_state_dict, save_accelerate_state, save_safetensors,
 )
+from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
-from prdarts_timm.data import DatasetError, SeededTransform, build_dataset, cifar_transforms, shard_indices
+from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices
 from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.profile import hardware_description
@@ -457,7 +457,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ConfigError, CheckpointError, ModelError, DatasetError, GenotypeError) as e:
-        sys.exit(f'error: {type(e).__name__}: {e}')
+    run_main(main)

@@ -126,6 +126,7 @@ def runs(baked, tmp_path_factory):
         mismatch=['--model', 'prdarts_c10_mini', '--model_kwargs', 'C=8', 'layers=3', '--checkpoint', ckpt,
                   '--no_latency'],
         unknown_model=['--model', 'prdarts_c10_minii', '--checkpoint', ckpt, '--no_latency'],
+        missing_root=[*TINY_ARGS, '--data_source', 'imagefolder', '--data_root', str(tmp / 'none'), '--no_latency'],
     )
     procs = {name: subprocess.Popen([sys.executable, 'recipes/evaluate.py', *args], cwd=ROOT, env=ENV,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -232,6 +233,10 @@ def test_checkpoint_that_does_not_match_the_architecture(runs, recipe, baked):
         load_state_dict_checked(tiny_model(genotype='darts_v2'), state, 'ckpt.safetensors')
     with pytest.raises(CheckpointError, match=r'classifier\.weight.*pass --num_classes 10'):
         load_state_dict_checked(tiny_model(num_classes=5), state, 'ckpt.safetensors')
+
+
+def test_missing_data_folder(runs):
+    _fails(runs['missing_root'], 'error: DatasetNotFoundError', 'none')
 
 
 def test_unknown_model(runs):

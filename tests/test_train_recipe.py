@@ -257,12 +257,16 @@ def test_bad_input_is_a_clear_error(runs, tmp_path):
         other_k=train_cmd(tmp_path / 'e', '--stages', '[finetune]', '--source', prune_out, '--k', '0.1'),
         overwrite=train_cmd(runs / 'prdarts'),
         unknown_opt=train_cmd(tmp_path / 'g', '--opt', 'sgdd'),
+        bad_k=train_cmd(tmp_path / 'k', '--k', '0'),
+        missing_root=train_cmd(tmp_path / 'm', '--data_source', 'imagefolder', '--data_root', str(tmp_path / 'none')),
     ))
     _fails(results['unknown_model'], 'ModelError', "timm does not know a model named 'mobilenetv2_1000'",
            'mobilenetv2_100')
     _fails(results['other_k'], 'CheckpointError', 'pruned at another k', 'k=0.1 keeps', 'prune again at k=0.1')
     _fails(results['unknown_opt'], 'ConfigError', "opt 'sgdd'", 'list_optimizers')
     _fails(results['overwrite'], 'ConfigError', 'already holds a training run', '--resume')
+    _fails(results['bad_k'], 'error: ConfigError: invalid config', 'fraction of weights KEPT')
+    _fails(results['missing_root'], 'error: DatasetNotFoundError', str(tmp_path / 'none'))
     assert {p: p.read_bytes() for p in (runs / 'prdarts').rglob('*') if p.is_file()} == before
     assert not (tmp_path / 'e' / 'finetune' / 'model.safetensors').exists()
 
