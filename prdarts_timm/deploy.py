@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .builder import create_model
-from .checkpoint import load_state_dict_checked, read_state_dict, save_safetensors
+from .builder import load_model
+from .checkpoint import save_safetensors
 from .compact import compact
 from .errors import DeployError
 from .io import atomic_write, atomic_write_folder
@@ -250,8 +250,8 @@ def load_deployed(folder: Union[str, os.PathLike]) -> nn.Module:
     info = json.loads(info_path.read_text())
     if 'model' not in info:
         raise DeployError(f'{info_path} names no model: write the folder with recipes/export.py --deploy')
-    model = create_model(info['model'], cifar_stem=info.get('cifar_stem', False), **info.get('model_args', {}))
-    load_state_dict_checked(model, read_state_dict(folder / 'model.safetensors'), str(folder / 'model.safetensors'))
+    model = load_model(info['model'], folder / 'model.safetensors', cifar_stem=info.get('cifar_stem', False),
+                       **info.get('model_args', {}))
     bake(model).eval()
     if 'skipped' not in info.get('compaction', {}):
         compact(model)

@@ -3,6 +3,8 @@
 * no import cycle between the modules of ``prdarts_timm`` (module-level and function-level imports alike,
   relative imports resolved, a submodule import counting as an import of its packages too);
 * no module of ``prdarts_timm`` imports a recipe (``recipes/`` are scripts on top of the library);
+* every module imports only from its own layer or the layers below (``LAYERS``, the picture of
+  docs/architecture.md);
 * no function-level import of a ``prdarts_timm`` module: inside the package such an import can only be there
   to dodge a cycle. A function may import an optional or heavy third-party dependency lazily (ONNX, ONNX
   Runtime, matplotlib, TensorBoard: ``LAZY_ALLOWED``), so that ``import prdarts_timm`` does not need them.
@@ -14,6 +16,16 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = 'prdarts_timm'
 LAZY_ALLOWED = {'onnx', 'onnxruntime', 'matplotlib', 'tensorboard'}
+# bottom first; a module (or package) belongs to the first layer that names it or a package above it
+LAYERS = [
+    ('bottom', ['errors', 'io', 'distributed']),
+    ('maths', ['layers', 'ops', 'genotypes', 'pruning', 'profile']),
+    ('models', ['models', 'checkpoint', 'builder']),
+    ('data and configs', ['data', 'tensor_data', 'config']),
+    ('search / retraining', ['search', 'retrain']),
+    ('shared training pieces', ['training', 'cli']),
+    ('export', ['compact', 'deploy', 'hub', 'plots']),
+]
 
 
 def _modules() -> Dict[str, Path]:
@@ -129,3 +141,21 @@ def test_function_level_imports_are_only_optional_dependencies():
                         or target.split('.')[0] not in LAZY_ALLOWED})
     assert not offenders, ('import these at module level (a package module imported inside a function dodges a '
                            f'cycle; only {sorted(LAZY_ALLOWED)} may be imported lazily): {offenders}')
+
+
+def _layer(module: str) -> int:
+    if module == PACKAGE:
+        return len(LAYERS)  # the package's __init__ re-exports from any layer
+    parts = module.split('.')[1:]
+    for i, (_, names) in enumerate(LAYERS):
+        if parts[0] in names:
+            return i
+    raise AssertionError(f'{module} is in no layer of LAYERS: add it (and to docs/architecture.md)')
+
+
+def test_imports_only_go_down():
+    graph, _ = _graph()
+    upward = [f'{name} ({LAYERS[_layer(name)][0]}) imports {target} ({LAYERS[_layer(target)][0]})'
+              for name, targets in sorted(graph.items()) for target in sorted(targets)
+              if _layer(target) > _layer(name)]
+    assert not upward, upward

@@ -148,19 +148,3 @@ def test_bad_input_is_a_clear_error_and_leaves_outputs_intact(demo_run, tmp_path
         _fails(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), *cases[name][1:])
     assert {p: p.read_bytes() for p in demo_run.rglob('*') if p.is_file()} == before
 
-
-def test_resume_refuses_another_process_count():
-    import importlib.util
-
-    from prdarts_timm.config import ConfigError
-    from prdarts_timm.search import Supernet
-
-    spec = importlib.util.spec_from_file_location('search_recipe', ROOT / 'recipes' / 'search.py')
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    model = Supernet(C=2, layers=3)
-    state = recipe.SearchState(model, torch.optim.Adam(model.arch_parameters()))
-    saved = state.state_dict()
-    saved['num_processes'] = 2
-    with pytest.raises(ConfigError, match=r'written by 2 process\(es\) and is resumed with 1'):
-        state.load_state_dict(saved)
