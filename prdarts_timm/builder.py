@@ -12,18 +12,17 @@ The model's ``pretrained_cfg`` then says ``input_size=(3, 32, 32)`` with the CIF
 evaluation and export pick the CIFAR transforms. PR-DARTS models choose their stem with ``stem_type``.
 """
 import difflib
-from typing import Any, Dict
+import os
+from typing import Any, Dict, Sequence, Union
 
 import timm
 import torch.nn as nn
 
+from .checkpoint import load_state_dict_checked, read_state_dict
+from .errors import ModelError
 from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD, PRDarts
 
-__all__ = ['ModelError', 'create_model', 'adapt_to_cifar']
-
-
-class ModelError(ValueError):
-    """A model request that cannot be built; the message names the fix."""
+__all__ = ['ModelError', 'create_model', 'load_model', 'adapt_to_cifar']
 
 
 def create_model(name: str, cifar_stem: bool = False, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -49,6 +48,14 @@ def create_model(name: str, cifar_stem: bool = False, pretrained: bool = False, 
         raise ModelError(f'{name} does not take one of the arguments {sorted(kwargs)} ({e}); genotype and '
                          'PR-DARTS arguments such as C / layers / auxiliary apply to the PR-DARTS models only') from None
     return adapt_to_cifar(model) if cifar_stem else model
+
+
+def load_model(name: str, weights: Union[str, os.PathLike], cifar_stem: bool = False, hints: Sequence[str] = (),
+               **kwargs: Any) -> nn.Module:
+    """:func:`create_model` with the state dict in the file ``weights`` loaded into it (checked: a file that does
+    not fit is a :class:`~prdarts_timm.errors.CheckpointError`, with ``hints`` added to its message)."""
+    model = create_model(name, cifar_stem=cifar_stem, **kwargs)
+    return load_state_dict_checked(model, read_state_dict(weights), str(weights), hints=hints)
 
 
 def adapt_to_cifar(model: nn.Module) -> nn.Module:

@@ -9,9 +9,12 @@ import struct
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+import safetensors.torch
+import timm.models
 import torch
 import torch.nn as nn
 
+from .errors import CheckpointError
 from .io import atomic_write
 from .layers import convert_to_pruned, pruned_layers
 
@@ -20,10 +23,6 @@ __all__ = ['CheckpointError', 'encode_sparse', 'decode_sparse', 'read_state_dict
            'newest_accelerate_state']
 
 STATE_DICT_SUFFIXES = ('.safetensors', '.bin', '.pth', '.pt')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the model; the message names the fix."""
 
 
 SPARSE_SUFFIXES = ('.__sparse_shape', '.__sparse_indices', '.__sparse_values')
@@ -75,7 +74,6 @@ def read_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
     """The state dict in ``path``: a ``.safetensors`` file (plain, or the compact form of
     :func:`encode_sparse`), or a ``torch.save`` file that ``torch.load(weights_only=True)`` reads (a dict
     holding it under ``'model'`` or ``'state_dict'`` works)."""
-    import timm.models
     file = Path(path)
     if file.is_dir():
         inside = sorted(p.name for p in file.iterdir() if p.suffix in STATE_DICT_SUFFIXES)
@@ -86,8 +84,7 @@ def read_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
                               'torch.save state dict file')
     try:
         if file.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            state = load_file(file)
+            state = safetensors.torch.load_file(file)
         else:
             state = torch.load(file, map_location='cpu', weights_only=True)
     except Exception as e:  # any reader failure: corrupt, truncated, not a checkpoint, pickled objects
@@ -158,9 +155,8 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
 def save_safetensors(tensors: Dict[str, torch.Tensor], path: os.PathLike,
                      metadata: Optional[Dict[str, str]] = None) -> None:
     """Write ``tensors`` (made contiguous, on the CPU) as a safetensors file, atomically."""
-    from safetensors.torch import save
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    data = _sorted_metadata(save(tensors, metadata=metadata))
+    data = _sorted_metadata(safetensors.torch.save(tensors, metadata=metadata))
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 

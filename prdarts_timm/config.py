@@ -7,13 +7,11 @@ from typing import Any, Dict, Optional, Type, TypeVar
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = ['ConfigError', 'add_config_args', 'load_config', 'config_to_yaml', 'check_same_config']
 
 T = TypeVar('T')
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the recipe; the message names the key and the fix."""
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: Type) -> None:

@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
+from .errors import DatasetError, DatasetNotFoundError
 from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = [
@@ -36,14 +37,6 @@ MINI_CIFAR10_PATH = Path(__file__).resolve().parent / 'data_files' / 'cifar10_mi
 SOURCES = ('mini', 'imagefolder', 'torchvision')
 DATA_FORMATS = ('tensor', 'pil')  # the recipes' two data paths (prdarts_timm.tensor_data, or PIL + DataLoader)
 _IMG_EXTENSIONS = tuple(datasets.folder.IMG_EXTENSIONS)
-
-
-class DatasetError(ValueError):
-    """A data set request that cannot be served; the message names the problem and the fix."""
-
-
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """The data set (or the folder it should be in) is not where it was asked for."""
 
 
 class Cutout:

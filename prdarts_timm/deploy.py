@@ -17,32 +17,18 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .builder import load_model
 from .checkpoint import save_safetensors
+from .compact import compact
+from .errors import DeployError
 from .io import atomic_write, atomic_write_folder
-from .layers import PrunedLayer
+from .layers import bake, check_baked
 from .profile import compare_ms, median_ms
 
 __all__ = ['DeployError', 'KernelChoice', 'SparseConv1x1', 'SparseLinear', 'check_baked', 'deploy_folder',
            'export_onnx', 'load_deployed', 'onnx_session', 'use_sparse_kernels', 'ONNX_OPSET']
 
 ONNX_OPSET = 18
-
-
-class DeployError(ValueError):
-    """A network that cannot take the requested deployment form, with what to do instead."""
-
-
-def check_baked(model: nn.Module) -> nn.Module:
-    """``model`` if no pruned layer still holds scores, or a mask that its weight does not already follow
-    (else the masks would be dropped silently). A layer loaded from a baked file holds its zeros as a mask and
-    passes."""
-    unbaked = [name for name, m in model.named_modules() if isinstance(m, PrunedLayer) and m.mask is not None
-               and (m.scores is not None or bool((m.weight * m.mask != m.weight).any()))]
-    if unbaked:
-        raise DeployError(f'the model is not baked: {len(unbaked)} pruned layer(s) still hold scores / masks '
-                          f'(first: {unbaked[0]!r}). Call prdarts_timm.bake(model) first (or load a '
-                          'model_baked.safetensors / exported model.safetensors) so the zeros are in the weights')
-    return model
 
 
 def _csr(weight: torch.Tensor) -> torch.Tensor:
@@ -219,8 +205,6 @@ def deploy_folder(model: nn.Module, folder: Union[str, os.PathLike], input_size:
     ONNX Runtime runs it faster than the baked one at batch size 1 on ``threads`` threads (measured here: at
     moderate sparsity the gathers can cost more than the removed channels save), else the baked network. Needs
     onnxruntime. Atomic; an existing folder is replaced only with ``overwrite=True``."""
-    from .compact import compact
-
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise DeployError(f'{folder} already exists and is not empty; choose another output folder or pass '
@@ -258,11 +242,6 @@ def load_deployed(folder: Union[str, os.PathLike]) -> nn.Module:
     """The PyTorch form of a deployment folder written by ``recipes/export.py --deploy``: the registered model
     named in ``deploy.json`` with the baked ``model.safetensors``, compacted where compaction applies (eval,
     CPU). Compaction is exact and derived from the baked weights, so the folder keeps those, not a second copy."""
-    from .builder import create_model
-    from .checkpoint import load_state_dict_checked, read_state_dict
-    from .compact import compact
-    from .layers import bake
-
     folder = Path(folder)
     info_path = folder / 'deploy.json'
     if not info_path.is_file():
@@ -271,8 +250,8 @@ def load_deployed(folder: Union[str, os.PathLike]) -> nn.Module:
     info = json.loads(info_path.read_text())
     if 'model' not in info:
         raise DeployError(f'{info_path} names no model: write the folder with recipes/export.py --deploy')
-    model = create_model(info['model'], cifar_stem=info.get('cifar_stem', False), **info.get('model_args', {}))
-    load_state_dict_checked(model, read_state_dict(folder / 'model.safetensors'), str(folder / 'model.safetensors'))
+    model = load_model(info['model'], folder / 'model.safetensors', cifar_stem=info.get('cifar_stem', False),
+                       **info.get('model_args', {}))
     bake(model).eval()
     if 'skipped' not in info.get('compaction', {}):
         compact(model)

@@ -4,14 +4,15 @@ Both are no-ops in a single process; with ``torch.distributed`` initialised (acc
 they act across all ranks.
 """
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from .io import atomic_write_json
 
-__all__ = ['average_across_processes', 'broadcast_from_rank0', 'check_ranks_agree']
+__all__ = ['average_across_processes', 'averaged_step', 'broadcast_from_rank0', 'check_ranks_agree']
 
 
 def _world() -> int:
@@ -31,6 +32,19 @@ def average_across_processes(tensors: Sequence[torch.Tensor]) -> List[torch.Tens
         out.append(flat[start:start + t.numel()].view_as(t))
         start += t.numel()
     return out
+
+
+def averaged_step(optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter],
+                  grads: Sequence[Optional[torch.Tensor]], grad_clip: float) -> None:
+    """One optimizer step that keeps every process identical: each parameter's gradient becomes the mean over
+    processes of its entry in ``grads`` (``None``, a parameter the loss did not reach: zero), the gradients are
+    clipped to a global norm of ``grad_clip`` (0: no clipping), then ``optimizer`` steps."""
+    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+    for p, g in zip(params, average_across_processes(grads)):
+        p.grad = g
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
+from .errors import GenotypeError
 from .io import atomic_write_text
 
 __all__ = ['PRIMITIVES', 'Genotype', 'GenotypeError', 'list_genotypes', 'get_genotype']
@@ -25,10 +26,6 @@ PRIMITIVES = (
 Edge = Tuple[str, int]
 _KEYS = {'name', 'description', 'source', 'normal', 'normal_concat', 'reduce', 'reduce_concat'}
 _REQUIRED = ('normal', 'normal_concat', 'reduce', 'reduce_concat')
-
-
-class GenotypeError(ValueError):
-    """A genotype that cannot describe a cell; the message names the field and the fix."""
 
 
 def _check_cell(cell_name: str, edges: Sequence, concat: Sequence, where: str) -> Tuple[Tuple[Edge, ...], Tuple[int, ...]]:

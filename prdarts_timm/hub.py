@@ -17,24 +17,25 @@ import string
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import timm
+import torch
 import torch.nn as nn
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import safe_open
+from timm.models._hub import save_config_for_hf
 
-from .checkpoint import encode_sparse, save_safetensors
-from .io import atomic_write_folder
+from .checkpoint import encode_sparse, read_state_dict, save_safetensors
+from .errors import CardError, CheckpointError, HubError
+from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256
 from .layers import bake
+from .models.prdarts import WEIGHTS_DIR
+from .retrain import STAGES
 
 __all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
-           'check_folder', 'check_repo_id', 'REQUIRED_FILES']
+           'check_folder', 'check_repo_id', 'read_json', 'run_summaries', 'REQUIRED_FILES']
 
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
-
-
-class HubError(ValueError):
-    """An export or upload request that cannot be served; the message names the fix."""
-
-
-class CardError(HubError):
-    """A model card that cannot be rendered (a value is missing) or whose metadata the Hub would reject."""
 
 
 def export_args(model: nn.Module) -> Dict[str, Any]:
@@ -59,8 +60,6 @@ def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
     The folder is written complete under a temporary name, then renamed: an interrupted export leaves no
     half-written folder. An existing folder is replaced only with ``overwrite=True``.
     """
-    from timm.models._hub import save_config_for_hf
-
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise HubError(f'{folder} already exists and is not empty; choose another output folder or pass '
@@ -156,6 +155,31 @@ def _more_evaluation_line(evaluation: Mapping[str, Any]) -> str:
             f"the `{values['split']}` split of data source `{values['source']}`: `{values['command']}`\n")
 
 
+def read_json(path: Path, what: str) -> Dict[str, Any]:
+    """The JSON in ``path``, or a :class:`HubError` naming ``what`` the file is (a summary, an evaluation)."""
+    if not path.is_file():
+        raise HubError(f'{what} {str(path)!r} does not exist')
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HubError(f'{what} {str(path)!r} is not valid JSON ({e})') from None
+
+
+def run_summaries(run: Path) -> List[Dict[str, Any]]:
+    """The summary.json of every stage that made the run's weights, in order: the run's own stages, preceded by
+    those of the run its first stage started from (``source``): a run that pruned and fine-tuned a dense run
+    lists the dense run's pretrain stage first."""
+    summaries = [read_json(run / s / 'summary.json', f'{s} summary') for s in STAGES
+                 if (run / s / 'summary.json').exists()]
+    while summaries and summaries[0].get('source'):
+        path = Path(summaries[0]['source']).parent / 'summary.json'
+        earlier = read_json(path, 'source summary') if path.is_file() else {}
+        if STAGES.index(earlier.get('stage', summaries[0]['stage'])) >= STAGES.index(summaries[0]['stage']):
+            break  # no summary beside the source, or not an earlier stage
+        summaries.insert(0, earlier)
+    return summaries
+
+
 def render_card(template: str, values: Mapping[str, Any]) -> str:
     """``template`` (``string.Template``: ``$name`` / ``${name}``) with ``values``; a missing value is a
     :class:`CardError` naming it, never an empty field. The result's metadata is checked (:func:`check_card`)."""
@@ -173,8 +197,6 @@ def render_card(template: str, values: Mapping[str, Any]) -> str:
 def check_card(card: str) -> None:
     """Parse the card's YAML metadata as the Hub does (``huggingface_hub.ModelCard``, offline) and check the
     fields a timm model card needs."""
-    from huggingface_hub import ModelCard
-
     try:
         parsed = ModelCard(card, ignore_metadata_errors=False)
     except Exception as e:  # malformed YAML or model-index
@@ -196,8 +218,6 @@ def check_card(card: str) -> None:
 
 def check_repo_id(repo_id: str) -> str:
     """``repo_id`` if the Hub accepts it as ``namespace/name``, else a :class:`HubError` that says why."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
@@ -211,9 +231,6 @@ def check_repo_id(repo_id: str) -> str:
 def check_folder(folder: Union[str, os.PathLike]) -> List[Path]:
     """The files of an exported folder, after checking it is complete and loadable by timm: the required
     files exist, config.json names an architecture timm knows, the safetensors file reads, the card parses."""
-    import timm
-    from safetensors import safe_open
-
     folder = Path(folder)
     if not folder.is_dir():
         raise HubError(f'{folder} is not a folder; pass the folder recipes/export.py wrote')
@@ -238,7 +255,6 @@ def check_folder(folder: Union[str, os.PathLike]) -> List[Path]:
         raise HubError(f'{folder / "model.safetensors"} holds pruning scores / masks: export bakes them, so '
                        'export again with recipes/export.py')
     if (folder / 'model.sparse.safetensors').exists():
-        from .checkpoint import CheckpointError, read_state_dict
         try:
             same = _states_equal(read_state_dict(folder / 'model.sparse.safetensors'),
                                  read_state_dict(folder / 'model.safetensors'))
@@ -257,11 +273,6 @@ def bundle_weights(folder: Union[str, os.PathLike], name: str, hub_id: str,
     compact ``model.sparse.safetensors`` (else ``model.safetensors``) is copied into ``weights_dir`` (default:
     ``prdarts_timm/weights``) and ``index.json`` gets the entry (file, sha256, hf_hub_id) that timm's registry
     reads on the next import. Maintainers run it (``recipes/export.py --bundle``) when publishing a tag."""
-    import timm
-
-    from .io import atomic_write, atomic_write_json, file_sha256
-    from .models.prdarts import WEIGHTS_DIR
-
     folder, weights_dir = Path(folder), Path(weights_dir or WEIGHTS_DIR)
     check_folder(folder)
     check_repo_id(hub_id)
@@ -280,5 +291,4 @@ def bundle_weights(folder: Union[str, os.PathLike], name: str, hub_id: str,
 
 
 def _states_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    import torch
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -19,14 +19,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
+import timm.layers
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import DeployError
+
 __all__ = [
     'PrunedConv2d', 'PrunedLinear', 'PrunedLayer', 'MODES', 'kept_count', 'check_k', 'topk_mask',
-    'convert_to_pruned', 'bake', 'pruned_layers', 'forward_weight', 'sparsity_report', 'SparsityReport',
-    'LayerSparsity',
+    'convert_to_pruned', 'bake', 'check_baked', 'pruned_layers', 'forward_weight', 'sparsity_report',
+    'SparsityReport', 'LayerSparsity',
 ]
 
 MODES = ('dense', 'learn', 'fixed')
@@ -340,8 +343,6 @@ def convert_to_pruned(model: nn.Module) -> nn.Module:
     Works in place and returns ``model``. Already-pruned layers are left alone. Conv subclasses with a
     forward of their own (e.g. timm's ``Conv2dSame``) would lose behaviour in the swap, so they raise.
     """
-    import timm.layers
-
     linear_types = (nn.Linear, timm.layers.Linear)
     if isinstance(model, PrunedLayer):
         return model
@@ -384,6 +385,19 @@ def bake(model: nn.Module) -> nn.Module:
         if layer.mode != 'dense':
             layer.weight.mul_(layer.mask)
         layer._drop_state()
+    return model
+
+
+def check_baked(model: nn.Module) -> nn.Module:
+    """``model`` if no pruned layer still holds scores, or a mask that its weight does not already follow
+    (else the masks would be dropped silently). A layer loaded from a baked file holds its zeros as a mask and
+    passes."""
+    unbaked = [name for name, m in model.named_modules() if isinstance(m, PrunedLayer) and m.mask is not None
+               and (m.scores is not None or bool((m.weight * m.mask != m.weight).any()))]
+    if unbaked:
+        raise DeployError(f'the model is not baked: {len(unbaked)} pruned layer(s) still hold scores / masks '
+                          f'(first: {unbaked[0]!r}). Call prdarts_timm.bake(model) first (or load a '
+                          'model_baked.safetensors / exported model.safetensors) so the zeros are in the weights')
     return model
 
 

@@ -6,6 +6,7 @@ activations, pooling and additions are not counted. *Dense* MACs are what the la
 would do. Both are per image.
 """
 import contextlib
+import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -170,7 +171,6 @@ def measure_latency(
 
 def cpu_name() -> str:
     """The CPU model name (``/proc/cpuinfo``), or what ``platform`` knows."""
-    import platform
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):

@@ -32,22 +32,24 @@ import timm
 import torch
 import torch.nn as nn
 import yaml
-from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Subset
 
 import prdarts_timm
-from prdarts_timm import GenotypeError, bake, count_params, sparsity_report
-from prdarts_timm.builder import ModelError, create_model
-from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
-from prdarts_timm.data import DatasetError, build_dataset, cifar_transforms
+from prdarts_timm import bake, count_params, sparsity_report
+from prdarts_timm.builder import create_model
+from prdarts_timm.checkpoint import load_state_dict_checked, read_state_dict
+from prdarts_timm.cli import run_main
+from prdarts_timm.data import build_dataset
+from prdarts_timm.errors import PrdartsError
 from prdarts_timm.io import atomic_write_json, file_sha256
 from prdarts_timm.profile import count_macs, cpu_name, measure_latency
+from prdarts_timm.training import accuracy, data_transforms, input_size
 
 MARKDOWN_COLUMNS = ('network', 'sparsity', 'top-1', 'params', 'nonzero', 'dense MACs', 'eff. MACs', 'latency b1')
 LATENCY_BATCHES = (1, 64)
 
 
-class EvaluateError(ValueError):
+class EvaluateError(PrdartsError, ValueError):
     """A model, checkpoint or data request the evaluation cannot serve; the message names the fix."""
 
 
@@ -101,39 +103,12 @@ def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
         'PR-DARTS models --genotype and --model_kwargs (C=..., layers=...)'])
 
 
-def data_transform(model: nn.Module) -> Tuple[Any, Tuple[int, ...]]:
-    """(eval transform, input size): DARTS CIFAR eval transform for 32x32 models, timm's otherwise."""
-    config = resolve_data_config(model=model)
-    input_size = tuple(config['input_size'])
-    if input_size[1:] == (32, 32):
-        return cifar_transforms(train=False), input_size
-    return create_transform(**config, is_training=False), input_size
-
-
 def describe_dataset(args: argparse.Namespace, dataset, used: int) -> Dict[str, Any]:
     names = {'mini': 'mini CIFAR-10 (JPEG copy, the embedded subset)',
              'imagefolder': f'ImageFolder {args.data_root}', 'torchvision': 'CIFAR-10 (torchvision release)'}
     text = f'{names[args.data_source]}, split {args.split!r}, {used} of {len(dataset)} images'
     return dict(source=args.data_source, root=args.data_root, split=args.split, num_images=len(dataset),
                 num_evaluated=used, num_classes=len(dataset.classes), description=text)
-
-
-@torch.inference_mode()
-def accuracy(model: nn.Module, loader: DataLoader, device: torch.device, top5: bool) -> Dict[str, Any]:
-    """Correct top-1 (and top-5) predictions over every sample of ``loader``, model in eval mode."""
-    model.eval()
-    correct1 = correct5 = samples = 0
-    for images, targets in loader:
-        images, targets = images.to(device), targets.to(device)
-        logits = model(images)
-        hit1 = logits.argmax(dim=1) == targets
-        correct1 += int(hit1.sum())
-        if top5:
-            hit5 = (logits.topk(5, dim=1).indices == targets[:, None]).any(dim=1) | hit1
-            correct5 += int(hit5.sum())
-        samples += targets.numel()
-    return dict(num_samples=samples, correct_top1=correct1, top1=100.0 * correct1 / max(samples, 1),
-                correct_top5=correct5 if top5 else None, top5=100.0 * correct5 / max(samples, 1) if top5 else None)
 
 
 def human(n: float) -> str:
@@ -163,7 +138,7 @@ def main() -> None:
         print('note: no --checkpoint, the weights are random', file=sys.stderr)
     model.eval()
 
-    transform, input_size = data_transform(model)
+    transform, size = data_transforms(model)[1], input_size(model)
     dataset = build_dataset(args.data_source, args.split, root=args.data_root, transform=transform)
     num_classes = getattr(model, 'num_classes', None)
     if num_classes is not None and num_classes != len(dataset.classes):
@@ -178,21 +153,22 @@ def main() -> None:
     device = torch.device(args.device)
     model.to(device)
     acc = accuracy(model, loader, device, top5=num_classes is not None and num_classes >= 5)
+    del acc['loss']  # the report gives accuracy only
     model.to('cpu')
 
     report = sparsity_report(model)
-    macs = count_macs(model, input_size[-3:])
+    macs = count_macs(model, size[-3:])
     latency: Optional[Dict[str, Any]] = None
     if not args.no_latency:
         deployed = bake(copy.deepcopy(model))  # W * m written into the weights: no mask work per forward
         latency = dict(device='cpu', cpu=cpu_name(), threads=args.threads, note='baked copy, dense kernels')
         for batch in LATENCY_BATCHES:
-            latency[f'batch_{batch}'] = measure_latency(deployed, batch, input_size[-3:], args.threads,
+            latency[f'batch_{batch}'] = measure_latency(deployed, batch, size[-3:], args.threads,
                                                         warmup=args.latency_warmup, repeats=args.latency_repeats)
 
     results: Dict[str, Any] = dict(
         model=args.model, model_kwargs=kwargs, checkpoint=args.checkpoint,
-        checkpoint_sha256=file_sha256(args.checkpoint) if args.checkpoint else None, input_size=list(input_size),
+        checkpoint_sha256=file_sha256(args.checkpoint) if args.checkpoint else None, input_size=list(size),
         dataset=describe_dataset(args, dataset, acc['num_samples']), batch_size=args.batch_size,
         max_batches=args.max_batches, **acc,
         params=count_params(model),
@@ -222,7 +198,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (EvaluateError, CheckpointError, ModelError, DatasetError, GenotypeError) as e:
-        sys.exit(f'error: {type(e).__name__}: {e}')
+    run_main(main)

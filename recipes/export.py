@@ -28,18 +28,19 @@ latencies).
 """
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import prdarts_timm  # noqa: F401  (registers the models)
-from prdarts_timm.builder import ModelError, create_model
 from prdarts_timm import bake
-from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
-from prdarts_timm.deploy import DeployError, deploy_folder
-from prdarts_timm.hub import HubError, bundle_weights, card_values, check_repo_id, export_folder, render_card
+from prdarts_timm.builder import load_model
+from prdarts_timm.cli import run_main
+from prdarts_timm.deploy import deploy_folder
+from prdarts_timm.hub import (
+    HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card, run_summaries,
+)
 from prdarts_timm.io import file_sha256
-from prdarts_timm.retrain import STAGES
+from prdarts_timm.training import input_size
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
 
@@ -70,29 +71,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def read_json(path: Path, what: str) -> Dict[str, Any]:
-    if not path.is_file():
-        raise HubError(f'{what} {str(path)!r} does not exist')
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise HubError(f'{what} {str(path)!r} is not valid JSON ({e})') from None
-
-
-def run_summaries(run: Path) -> List[Dict[str, Any]]:
-    """The summary.json of every stage that made the run's weights, in order: the run's own stages, preceded by
-    those of the run its first stage started from (``source``), as in ``--stages '[prune, finetune]'``."""
-    summaries = [read_json(run / s / 'summary.json', f'{s} summary') for s in STAGES
-                 if (run / s / 'summary.json').exists()]
-    while summaries and summaries[0].get('source'):
-        path = Path(summaries[0]['source']).parent / 'summary.json'
-        earlier = read_json(path, 'source summary') if path.is_file() else {}
-        if STAGES.index(earlier.get('stage', summaries[0]['stage'])) >= STAGES.index(summaries[0]['stage']):
-            break  # no summary beside the source, or not an earlier stage
-        summaries.insert(0, earlier)
-    return summaries
-
-
 def read_evaluation(path: str, baked: Path) -> Dict[str, Any]:
     """An evaluate.py JSON, checked to be of ``baked`` (sha256)."""
     evaluation = read_json(Path(path), 'evaluation JSON')
@@ -104,14 +82,11 @@ def read_evaluation(path: str, baked: Path) -> Dict[str, Any]:
 
 def deploy(args: argparse.Namespace, final: Dict[str, Any], model_args: Dict[str, Any], baked: Path) -> None:
     """The deployment folder of the run's baked network (prdarts_timm.deploy.deploy_folder)."""
-    import timm
-    model = create_model(final['model'], cifar_stem=final.get('cifar_stem', False), **model_args)
-    load_state_dict_checked(model, read_state_dict(baked), str(baked))
+    model = load_model(final['model'], baked, cifar_stem=final.get('cifar_stem', False), **model_args)
     bake(model)  # the pruned layers took their masks back from the zeros: write them in again, drop them
-    input_size = timm.data.resolve_data_config(model=model)['input_size']
     info = dict(model=final['model'], model_args=model_args, cifar_stem=final.get('cifar_stem', False),
                 checkpoint=str(baked), checkpoint_sha256=file_sha256(baked))
-    folder = deploy_folder(model, args.output, input_size, info, overwrite=args.overwrite)
+    folder = deploy_folder(model, args.output, input_size(model), info, overwrite=args.overwrite)
     print(f'deployment folder {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
 
 
@@ -134,8 +109,7 @@ def main() -> None:
     architecture = args.name.split('.')[0]
     if architecture != final['model'].split('.')[0]:
         raise HubError(f'--name {args.name} names {architecture}, but the run trained {final["model"]}')
-    model = create_model(architecture, cifar_stem=final.get('cifar_stem', False), **model_args)
-    load_state_dict_checked(model, read_state_dict(baked), str(baked))
+    model = load_model(architecture, baked, cifar_stem=final.get('cifar_stem', False), **model_args)
 
     summary = dict(stages=[dict(stage=s['stage'], epochs=s['epochs'], steps=s['steps'],
                                 global_batch=s.get('global_batch'), seconds=s['seconds']) for s in summaries],
@@ -157,7 +131,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (HubError, DeployError, CheckpointError, ModelError) as e:
-        sys.exit(f'error: {type(e).__name__}: {e}')
+    run_main(main)

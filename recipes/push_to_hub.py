@@ -10,11 +10,11 @@ uploads the folder (``upload_folder``) to ``--revision``. The token comes from t
 (``HF_TOKEN``, ``huggingface-cli login``) unless ``--token`` is given.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import prdarts_timm  # noqa: F401  (registers the models, so config.json's architecture is known)
-from prdarts_timm.hub import HubError, check_folder, check_repo_id
+from prdarts_timm.cli import run_main
+from prdarts_timm.hub import check_folder, check_repo_id
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,7 +52,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except HubError as e:
-        sys.exit(f'error: {type(e).__name__}: {e}')
+    run_main(main)

@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -28,6 +28,7 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from prdarts_timm.checkpoint import newest_accelerate_state, save_accelerate_state
+from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
 from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
@@ -35,6 +36,7 @@ from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
 from prdarts_timm.tensor_data import batches, load_image_tensors
+from prdarts_timm.training import check_num_processes, tracker
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'search_cpu_demo.yaml'
 
@@ -60,10 +62,7 @@ class SearchState:
             num_processes=self.num_processes, history=self.history)
 
     def load_state_dict(self, state: Dict) -> None:
-        if state['num_processes'] != self.num_processes:
-            raise ConfigError(f'this checkpoint was written by {state["num_processes"]} process(es) and is resumed '
-                              f'with {self.num_processes}: the data order and batch size per step would change. '
-                              'Resume with the same number of processes.')
+        check_num_processes(state['num_processes'], self.num_processes)
         self.model.load_state_dict(state['model'])
         self.arch_optimizer.load_state_dict(state['arch_optimizer'])
         for key in ('phase_index', 'epoch', 'step', 'global_step', 'history'):
@@ -94,6 +93,22 @@ def check_run_folder(config: SearchConfig, resume: bool) -> Tuple[SearchConfig, 
     if newest is None:
         raise ConfigError(f'nothing to resume in {out}: no checkpoints/step_* folder; start without --resume')
     return check_same_config(config, out), newest
+
+
+def search_data(config: SearchConfig, accelerator: Accelerator) -> Tuple[Any, Any, int]:
+    """(weight data, alpha data, number of classes): the train split, cut in two with ``train_portion``."""
+    if config.data_format == 'tensor':  # decoded once (cached on disk), held on the training device
+        train_set = load_image_tensors(config.data_source, 'train', config.data_root, config.download)
+        weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
+        weight_data = train_set.subset(weight_idx).to(accelerator.device)
+        alpha_data = train_set.subset(alpha_idx).to(accelerator.device)
+    else:
+        train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
+        weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
+        transform = cifar_transforms(train=True)
+        weight_data = SeededTransform(Subset(train_set, weight_idx), transform, config.seed)
+        alpha_data = SeededTransform(Subset(train_set, alpha_idx), transform, config.seed + 1)
+    return weight_data, alpha_data, len(train_set.classes)
 
 
 def epoch_batches(weight_data, alpha_data, config: SearchConfig, epoch_seed: int, steps: int, skip: int,
@@ -143,29 +158,23 @@ def main() -> None:
     args, config = parse_args()
     config, resume_from = check_run_folder(config, args.resume)
     accelerator = Accelerator(cpu=args.cpu, project_dir=config.output, mixed_precision=config.mixed_precision,
-                              log_with='tensorboard' if _has_tensorboard() else None)
+                              log_with=tracker())
     out = Path(config.output)
     accelerator.wait_for_everyone()
     set_seed(config.seed)
 
-    if config.data_format == 'tensor':  # decoded once (cached on disk), held on the training device
-        train_set = load_image_tensors(config.data_source, 'train', config.data_root, config.download)
-        weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
-        weight_data = train_set.subset(weight_idx).to(accelerator.device)
-        alpha_data = train_set.subset(alpha_idx).to(accelerator.device)
-    else:
-        train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
-        weight_idx, alpha_idx = split_train(len(train_set), config.train_portion, seed=config.seed)
-        transform = cifar_transforms(train=True)
-        weight_data = SeededTransform(Subset(train_set, weight_idx), transform, config.seed)
-        alpha_data = SeededTransform(Subset(train_set, alpha_idx), transform, config.seed + 1)
+    weight_data, alpha_data, num_classes = search_data(config, accelerator)
     n_steps = steps_per_epoch(len(weight_data), len(alpha_data), config, accelerator.num_processes)
     if n_steps == 0:
         raise ConfigError(f'no search step fits an epoch: {len(weight_data)} weight / {len(alpha_data)} alpha '
                           f'samples, batch_size {config.batch_size} x {accelerator.num_processes} process(es). '
                           'Lower batch_size or use more data.')
 
-    model = Supernet(C=config.init_channels, layers=config.layers, num_classes=len(train_set.classes))
+    if config.channels_last and config.init_channels < 4 and accelerator.device.type == 'cpu':
+        # torch 2.14's CPU backward corrupts the heap on such a channels-last supernet (AVX2 EPYC; 4 runs)
+        raise ConfigError(f'init_channels {config.init_channels} with channels_last crashes the CPU kernels of '
+                          'this torch: set channels_last false, or init_channels 4 or more')
+    model = Supernet(C=config.init_channels, layers=config.layers, num_classes=num_classes)
     model.to(accelerator.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     broadcast_from_rank0(model)
     if config.compile:
@@ -224,28 +233,25 @@ def main() -> None:
 
     state.phase_index = len(phases)
     save_accelerate_state(accelerator, out / 'checkpoints', state.global_step)
+    write_results(model, state, out, accelerator)
+    accelerator.end_training()
+
+
+def write_results(model: Supernet, state: SearchState, out: Path, accelerator: Accelerator) -> None:
+    """``ranks.json`` (every rank's alpha; the run fails if they differ), then the genotype and its pictures."""
     alpha = torch.cat([a.detach().reshape(-1) for a in model.arch_parameters()]).cpu()
     alpha_sha256 = hashlib.sha256(alpha.numpy().tobytes()).hexdigest()
     check_ranks_agree(dict(rank=accelerator.process_index, alpha_sha256=alpha_sha256, genotype=model.genotype().to_dict()),
                       out / 'ranks.json', 'alpha (the search)')
     if accelerator.is_main_process:
-        from prdarts_timm.search.plots import plot_alpha_history, plot_cells
+        from prdarts_timm.plots import plot_alpha_history, plot_cells
 
         genotype = model.genotype()
         genotype.save(out / 'genotype.json')
         plot_cells(genotype, out / 'cells.png')
         plot_alpha_history(state.history, out / 'alpha_history.png')
         accelerator.print(f'final genotype written to {out / "genotype.json"}')
-    accelerator.end_training()
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -31,7 +31,6 @@ import argparse
 import copy
 import dataclasses
 import hashlib
-import importlib.util
 import shlex
 import sys
 import time
@@ -40,11 +39,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from timm.data import Mixup, create_transform, resolve_data_config
+from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
@@ -52,21 +50,24 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from prdarts_timm import GenotypeError, bake, set_pruning, sparsity_report
-from prdarts_timm.builder import ModelError
+from prdarts_timm import bake, set_pruning, sparsity_report
 from prdarts_timm.checkpoint import (
-    CheckpointError, newest_accelerate_state, read_state_dict, save_accelerate_state, save_safetensors,
+    CheckpointError, newest_accelerate_state, save_accelerate_state, save_safetensors,
 )
+from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
-from prdarts_timm.data import DatasetError, SeededTransform, build_dataset, cifar_transforms, shard_indices
+from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
 from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
 from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.profile import hardware_description
 from prdarts_timm.retrain import (
-    STAGES, TRAINING_ONLY, TrainConfig, build_model, follow_global_k, prepare_stage, set_drop_path_scale,
-    sync_batchnorm_stats,
+    STAGES, TRAINING_ONLY, TrainConfig, build_model, follow_global_k, prepare_stage, read_source,
+    set_drop_path_scale, sync_batchnorm_stats,
 )
-from prdarts_timm.distributed import average_across_processes, broadcast_from_rank0, check_ranks_agree
+from prdarts_timm.distributed import average_across_processes, averaged_step, broadcast_from_rank0, check_ranks_agree
+from prdarts_timm.training import (
+    accuracy, check_num_processes, data_transforms, input_size, takes_cifar_inputs, tracker,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'train_cpu_demo.yaml'
 
@@ -94,10 +95,7 @@ class TrainState:
                     epoch_losses=[float(loss) for loss in self.epoch_losses])
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if state['num_processes'] != self.num_processes:
-            raise ConfigError(f'this checkpoint was written by {state["num_processes"]} process(es) and is resumed '
-                              f'with {self.num_processes}: the data order and batch size per step would change. '
-                              'Resume with the same number of processes.')
+        check_num_processes(state['num_processes'], self.num_processes)
         if state['stage'] != self.stage:
             raise CheckpointError(f'checkpoint of stage {state["stage"]!r} found where {self.stage!r} was expected')
         self.model.load_state_dict(state['model'])
@@ -154,35 +152,16 @@ def source_for(stage: str, config: TrainConfig) -> Optional[Path]:
     return Path(config.output) / STAGES[STAGES.index(stage) - 1] / 'model.safetensors'
 
 
-def read_source(stage: str, path: Optional[Path]) -> Optional[Dict[str, torch.Tensor]]:
-    if path is None:
-        if stage == 'pretrain':
-            return None
-        previous = STAGES[STAGES.index(stage) - 1]
-        raise CheckpointError(f'{stage} starts from the {previous} stage\'s weights: run it in the same call '
-                              f'(--stages [{previous}, {stage}]) or pass --source <run>/{previous}/model.safetensors')
-    if not path.exists():
-        previous = STAGES[STAGES.index(stage) - 1] if stage != 'pretrain' else None
-        raise CheckpointError(f'the {stage} stage\'s source checkpoint {str(path)!r} does not exist' + (
-            f'; run the {previous} stage first (--stages [{previous}, {stage}]) or pass --source FILE'
-            if previous else '; pass an existing --source, or none to pretrain from scratch'))
-    return read_state_dict(path)
-
-
 def build_transforms(model: nn.Module, config: TrainConfig):
     """(train, eval) transforms: the DARTS CIFAR ones (crop, flip, cutout) for 32x32 models, timm's otherwise."""
-    data_config = resolve_data_config(model=model)
-    if tuple(data_config['input_size'][1:]) == (32, 32):
-        return (cifar_transforms(train=True, cutout=config.cutout, padding=config.crop_padding, flip=config.hflip),
-                cifar_transforms(train=False))
-    if config.data_format == 'tensor':
-        raise ConfigError(f'data_format tensor does the DARTS transforms of 32x32 models; {config.model} takes '
-                          f'{data_config["input_size"]}: set data_format pil (timm\'s transforms)')
-    if config.cutout:
-        raise ConfigError(f'cutout applies to 32x32 inputs; {config.model} takes {data_config["input_size"]}: set '
-                          'cutout 0')
-    return (create_transform(**data_config, is_training=True),
-            create_transform(**data_config, is_training=False))
+    if not takes_cifar_inputs(model):
+        if config.data_format == 'tensor':
+            raise ConfigError(f'data_format tensor does the DARTS transforms of 32x32 models; {config.model} takes '
+                              f'{input_size(model)}: set data_format pil (timm\'s transforms)')
+        if config.cutout:
+            raise ConfigError(f'cutout applies to 32x32 inputs; {config.model} takes {input_size(model)}: set '
+                              'cutout 0')
+    return data_transforms(model, config.cutout, padding=config.crop_padding, flip=config.hflip)
 
 
 def loss_fn(config: TrainConfig, num_classes: int):
@@ -235,16 +214,10 @@ def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion
             loss = loss + config.auxiliary_weight * criterion(aux, y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    for p, g in zip(params, average_across_processes(grads)):
-        p.grad = g
-    if config.grad_clip > 0:
-        nn.utils.clip_grad_norm_(params, config.grad_clip)
-    state.optimizer.step()
+    averaged_step(state.optimizer, params, [p.grad for p in params], config.grad_clip)
     return loss.detach()
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, data: Union[Dataset, ImageTensors], config: TrainConfig,
              accelerator: Accelerator) -> Dict[str, float]:
     """Top-1 on ``data``, shared out across processes. With ``eval_max_batches`` on a fixed random subset
@@ -254,19 +227,10 @@ def evaluate(model: nn.Module, data: Union[Dataset, ImageTensors], config: Train
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
         order = order[:config.eval_max_batches * config.batch_size].sort().values
     mine = order[accelerator.process_index::accelerator.num_processes].tolist()
-    was_training = model.training
-    model.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
-    for x, y in batches(data, mine, config.batch_size, accelerator.device, config.channels_last, config.num_workers):
-        with accelerator.autocast():
-            logits = model(x)
-        counts += torch.stack([(logits.argmax(1) == y).sum(), nn.functional.cross_entropy(
-            logits.float(), y, reduction='sum'), torch.tensor(y.numel(), device=y.device)]).double()
-    model.train(was_training)
-    if accelerator.num_processes > 1:
-        dist.all_reduce(counts)
-    correct, loss_sum, seen = counts.cpu().tolist()
-    return dict(top1=100.0 * correct / max(seen, 1), loss=loss_sum / max(seen, 1), num_images=int(seen))
+    result = accuracy(model, batches(data, mine, config.batch_size, accelerator.device, config.channels_last,
+                                     config.num_workers), accelerator.device, autocast=accelerator.autocast,
+                      accelerator=accelerator)
+    return dict(top1=result['top1'], loss=result['loss'], num_images=result['num_samples'])
 
 
 def sync_models(state: TrainState) -> None:
@@ -318,30 +282,61 @@ def write_outputs(state: TrainState, config: TrainConfig, folder: Path, source: 
         history=state.history))
 
 
-def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
-              train_set: Union[Dataset, ImageTensors], eval_set: Union[Dataset, ImageTensors],
-              accelerator: Accelerator) -> None:
-    out = Path(config.output)
-    folder = out / stage
-    stage_index = STAGES.index(stage)
-    set_seed(config.seed + stage_index)
+def stage_model(stage: str, config: TrainConfig, num_classes: int,
+                accelerator: Accelerator) -> Tuple[nn.Module, Optional[Path], bool]:
+    """(model, source checkpoint, from pretrained weights): the stage's model in the state it trains, on the
+    device, the same on every rank."""
     from_pretrained = config.pretrained and stage == config.stages[0]
     source = None if from_pretrained else source_for(stage, config)
-    model = build_model(config, num_classes=len(train_set.classes))
+    model = build_model(config, num_classes=num_classes)
     prepare_stage(model, stage, config, None if from_pretrained else read_source(stage, source), str(source),
                   pretrained=from_pretrained)
     model.to(accelerator.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     broadcast_from_rank0(model)
+    return model, source, from_pretrained
 
+
+def stage_data(model: nn.Module, config: TrainConfig, train_set: Union[Dataset, ImageTensors],
+               eval_set: Union[Dataset, ImageTensors], augment_seed: int) -> Tuple[Any, Any]:
+    """(train, eval) data as ``model`` takes them: tensors fitted to its input size and channels (the tensor
+    path augments in ``batches``), or the PIL sets with their transforms."""
     train_transform, eval_transform = build_transforms(model, config)
-    augment_seed = config.seed * 10 + stage_index
     if isinstance(train_set, ImageTensors):  # resized / channel-adapted to what the model takes, where needed
         channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels  # in_chans
-        size = resolve_data_config(model=model)['input_size'][1:]
-        train_data, eval_set = train_set.fit(channels, size), eval_set.fit(channels, size)
-    else:
-        train_data = SeededTransform(train_set, train_transform, seed=augment_seed)
-        eval_set.transform = eval_transform
+        size = input_size(model)[1:]
+        return train_set.fit(channels, size), eval_set.fit(channels, size)
+    eval_set.transform = eval_transform
+    return SeededTransform(train_set, train_transform, seed=augment_seed), eval_set
+
+
+def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config: TrainConfig,
+              accelerator: Accelerator) -> None:
+    """BN statistics synced, the epoch's train loss and evaluation recorded in ``state.history``, logged."""
+    stage, stage_index = state.stage, STAGES.index(state.stage)
+    sync_models(state)
+    losses = [float(loss) for loss in state.epoch_losses]
+    train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
+                                                        device=accelerator.device)])[0].item()
+    record = dict(epoch=state.epoch, steps=state.stage_step, train_loss=train_loss if state.epoch_losses else None,
+                  **evaluate(state.model, eval_set, config, accelerator))
+    if state.ema is not None:
+        record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
+    state.history.append(record)
+    accelerator.log({f'{stage}/top1': record['top1'], f'{stage}/eval_loss': record['loss']},
+                    step=stage_index * 10**9 + state.stage_step)
+    accelerator.print(f'[{stage} epoch {state.epoch + 1}/{config.epochs(stage)}] train loss {record["train_loss"]}, '
+                      f'top-1 {record["top1"]:.2f}% on {record["num_images"]} {config.eval_split} images')
+
+
+def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
+              train_set: Union[Dataset, ImageTensors], eval_set: Union[Dataset, ImageTensors],
+              accelerator: Accelerator) -> None:
+    folder = Path(config.output) / stage
+    stage_index = STAGES.index(stage)
+    set_seed(config.seed + stage_index)
+    model, source, from_pretrained = stage_model(stage, config, len(train_set.classes), accelerator)
+    augment_seed = config.seed * 10 + stage_index
+    train_data, eval_set = stage_data(model, config, train_set, eval_set, augment_seed)
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
     steps = len(train_data) // (bs * world)
     steps = min(steps, config.max_steps_per_epoch or steps)
@@ -405,20 +400,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
                 sync_models(state)
                 save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
         bar.close()
-        sync_models(state)
-        losses = [float(loss) for loss in state.epoch_losses]
-        train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
-                                                            device=accelerator.device)])[0].item()
-        record = dict(epoch=state.epoch, steps=state.stage_step,
-                      train_loss=train_loss if state.epoch_losses else None, **evaluate(model, eval_set, config,
-                                                                                       accelerator))
-        if state.ema is not None:
-            record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
-        state.history.append(record)
-        accelerator.log({f'{stage}/top1': record['top1'], f'{stage}/eval_loss': record['loss']},
-                        step=stage_index * 10**9 + state.stage_step)
-        accelerator.print(f'[{stage} epoch {state.epoch + 1}/{epochs}] train loss {record["train_loss"]}, '
-                          f'top-1 {record["top1"]:.2f}% on {record["num_images"]} {config.eval_split} images')
+        end_epoch(state, eval_set, config, accelerator)
         state.epoch += 1
         state.step, state.epoch_losses = 0, []
     save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
@@ -433,7 +415,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
 def main() -> None:
     args, config = parse_args()
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
-                              log_with='tensorboard' if importlib.util.find_spec('tensorboard') else None)
+                              log_with=tracker())
     config, plan = plan_stages(config, args.resume)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not args.resume:
@@ -466,7 +448,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ConfigError, CheckpointError, ModelError, DatasetError, GenotypeError) as e:
-        sys.exit(f'error: {type(e).__name__}: {e}')
+    run_main(main)

@@ -1,5 +1,4 @@
 """MAC counting, latency, and `recipes/evaluate.py` end to end (as a process) on a baked tiny checkpoint."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from prdarts_timm import PrunedConv2d, PrunedLinear, set_pruning
 from prdarts_timm.checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from prdarts_timm.data import build_dataset, cifar_transforms
 from prdarts_timm.profile import count_macs, measure_latency
+from prdarts_timm.training import data_transforms, input_size
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
@@ -99,15 +99,6 @@ def baked(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def recipe():
-    """recipes/evaluate.py imported as a module, for its helpers."""
-    spec = importlib.util.spec_from_file_location('evaluate_recipe', ROOT / 'recipes' / 'evaluate.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
 def runs(baked, tmp_path_factory):
     """Every recipes/evaluate.py run of this file, started together (each spends most of its time importing
     torch and timm): name -> (CompletedProcess, JSON report or None)."""
@@ -126,6 +117,7 @@ def runs(baked, tmp_path_factory):
         mismatch=['--model', 'prdarts_c10_mini', '--model_kwargs', 'C=8', 'layers=3', '--checkpoint', ckpt,
                   '--no_latency'],
         unknown_model=['--model', 'prdarts_c10_minii', '--checkpoint', ckpt, '--no_latency'],
+        missing_root=[*TINY_ARGS, '--data_source', 'imagefolder', '--data_root', str(tmp / 'none'), '--no_latency'],
     )
     procs = {name: subprocess.Popen([sys.executable, 'recipes/evaluate.py', *args], cwd=ROOT, env=ENV,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -192,11 +184,11 @@ def test_evaluate_latency_and_wrapped_torch_checkpoint(baked, runs):
     assert data['weights']['nonzero'] == prdarts_timm.sparsity_report(baked[1]).nonzero
 
 
-def test_transform_follows_the_model_input_size(recipe):
-    _, size = recipe.data_transform(tiny_model())
-    assert size == (3, 32, 32)
-    transform, size = recipe.data_transform(timm.create_model('prdarts_in1k', C=4, layers=3))
-    assert size == (3, 224, 224)
+def test_transform_follows_the_model_input_size():
+    assert input_size(tiny_model()) == (3, 32, 32)
+    big = timm.create_model('prdarts_in1k', C=4, layers=3)
+    transform = data_transforms(big)[1]
+    assert input_size(big) == (3, 224, 224)
     from PIL import Image
     assert transform(Image.new('RGB', (32, 32))).shape == (3, 224, 224)
 
@@ -213,7 +205,7 @@ def test_missing_checkpoint(runs):
     _fails(runs['missing'], 'CheckpointError', 'nope.safetensors', 'does not exist')
 
 
-def test_corrupt_checkpoint(runs, recipe, tmp_path):
+def test_corrupt_checkpoint(runs, tmp_path):
     _fails(runs['corrupt'], 'CheckpointError', 'cannot read checkpoint', 'corrupt')
     bad = tmp_path / 'corrupt.pth'
     bad.write_bytes(b'this is not a torch file')
@@ -224,7 +216,7 @@ def test_corrupt_checkpoint(runs, recipe, tmp_path):
         read_state_dict(tmp_path / 'list.pth')
 
 
-def test_checkpoint_that_does_not_match_the_architecture(runs, recipe, baked):
+def test_checkpoint_that_does_not_match_the_architecture(runs, baked):
     _fails(runs['mismatch'], 'CheckpointError', 'does not match the model', 'shape mismatch', 'checkpoint [', '--model',
            '--num_classes', '--genotype')
     state = load_file(str(baked[0]))
@@ -232,6 +224,10 @@ def test_checkpoint_that_does_not_match_the_architecture(runs, recipe, baked):
         load_state_dict_checked(tiny_model(genotype='darts_v2'), state, 'ckpt.safetensors')
     with pytest.raises(CheckpointError, match=r'classifier\.weight.*pass --num_classes 10'):
         load_state_dict_checked(tiny_model(num_classes=5), state, 'ckpt.safetensors')
+
+
+def test_missing_data_folder(runs):
+    _fails(runs['missing_root'], 'error: DatasetNotFoundError', 'none')
 
 
 def test_unknown_model(runs):

@@ -221,10 +221,7 @@ def test_card_lists_more_evaluations_of_the_same_weights(exported):
 
 
 def test_export_reads_the_budget_of_the_run_a_stage_started_from(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('export_recipe', ROOT / 'recipes' / 'export.py')
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
+    from prdarts_timm.hub import run_summaries
     pretrained = tmp_path / 'dense' / 'pretrain'
     pretrained.mkdir(parents=True)
     (pretrained / 'summary.json').write_text(json.dumps(dict(stage='pretrain', source=None)))
@@ -232,9 +229,9 @@ def test_export_reads_the_budget_of_the_run_a_stage_started_from(tmp_path):
         (tmp_path / 'k0.01' / stage).mkdir(parents=True)
         source = str(pretrained / 'model.safetensors') if stage == 'prune' else 'k0.01/prune/model.safetensors'
         (tmp_path / 'k0.01' / stage / 'summary.json').write_text(json.dumps(dict(stage=stage, source=source)))
-    assert [s['stage'] for s in export.run_summaries(tmp_path / 'k0.01')] == ['pretrain', 'prune', 'finetune']
+    assert [s['stage'] for s in run_summaries(tmp_path / 'k0.01')] == ['pretrain', 'prune', 'finetune']
     (pretrained / 'summary.json').unlink()  # the source run is gone: the run's own stages only
-    assert [s['stage'] for s in export.run_summaries(tmp_path / 'k0.01')] == ['prune', 'finetune']
+    assert [s['stage'] for s in run_summaries(tmp_path / 'k0.01')] == ['prune', 'finetune']
 
 
 def test_pretrained_without_weights_is_a_clear_error():

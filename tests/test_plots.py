@@ -6,8 +6,8 @@ import pytest
 
 import prdarts_timm
 from prdarts_timm import PRIMITIVES, Genotype
-from prdarts_timm.search import plots
-from prdarts_timm.search.plots import op_colors, plot_alpha_history, plot_cells
+from prdarts_timm import plots
+from prdarts_timm.plots import op_colors, plot_alpha_history, plot_cells
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 

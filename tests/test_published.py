@@ -1,6 +1,5 @@
 """The published tags: each loads offline through its registry name from the bundled file, and its top-1 on
 the embedded mini test split is the figure its model card states, within TOLERANCE."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,19 +11,13 @@ import prdarts_timm  # noqa: F401  (registers the models)
 from prdarts_timm.data import build_dataset
 from prdarts_timm.io import file_sha256
 from prdarts_timm.models.prdarts import BUNDLED_WEIGHTS, WEIGHTS_DIR
+from prdarts_timm.training import accuracy, data_transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_FOLDERS = ROOT / 'hub'  # the exported folders of the published tags, ready for recipes/push_to_hub.py
 # Percentage points. The card's figure was measured on the same 1,000 images with the same weights; another
 # CPU, torch or BLAS may round a borderline logit the other way: 0.5 points allows 5 of 1,000 images to flip.
 TOLERANCE = 0.5
-
-
-def _evaluate_recipe():
-    spec = importlib.util.spec_from_file_location('evaluate_recipe', ROOT / 'recipes' / 'evaluate.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_bundled_tag_has_its_hub_folder():
@@ -45,10 +38,8 @@ def test_published_tag_loads_offline_and_matches_its_card(tag):
     assert model.pretrained_cfg['tag'] == tag.split('.')[1]
     report = prdarts_timm.sparsity_report(model)
     assert report.nonzero == stated['weights']['nonzero']  # masks restored from the zeros
-    recipe = _evaluate_recipe()
-    transform, _ = recipe.data_transform(model)
-    loader = DataLoader(build_dataset('mini', 'test', transform=transform), batch_size=250)
-    measured = recipe.accuracy(model, loader, device=__import__('torch').device('cpu'), top5=True)
+    loader = DataLoader(build_dataset('mini', 'test', transform=data_transforms(model)[1]), batch_size=250)
+    measured = accuracy(model, loader, device=__import__('torch').device('cpu'), top5=True)
     assert measured['num_samples'] == stated['dataset']['num_evaluated'] == 1000
     assert abs(measured['top1'] - stated['top1']) <= TOLERANCE, (measured['top1'], stated['top1'])
 

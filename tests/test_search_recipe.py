@@ -14,7 +14,7 @@ import torch
 from prdarts_timm import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ['--init_channels', '2', '--layers', '3', '--batch_size', '8', '--max_steps_per_epoch', '2',
+TINY = ['--init_channels', '2', '--layers', '3', '--channels_last', 'false', '--batch_size', '8', '--max_steps_per_epoch', '2',
         '--pretrain_epochs', '1', '--prune_epochs', '1', '--finetune_epochs', '1', '--checkpoint_every', '2',
         '--log_every', '1', '--prune_arch_step', 'true']
 ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
@@ -122,6 +122,7 @@ def _fails(result, *fragments):
     assert result.returncode != 0
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-2000:]
 
 
 def test_bad_input_is_a_clear_error_and_leaves_outputs_intact(demo_run, tmp_path):
@@ -131,33 +132,21 @@ def test_bad_input_is_a_clear_error_and_leaves_outputs_intact(demo_run, tmp_path
     before = {p: p.read_bytes() for p in demo_run.rglob('*') if p.is_file()}
     cases = dict(
         unknown_key=(search_cmd(tmp_path / 'a', '--config', str(config)), "unknown config key(s) ['init_channel']"),
+        bad_k=(search_cmd(tmp_path / 'k', '--k', '2'), 'error: ConfigError: invalid config'),
         missing_root=(search_cmd(tmp_path / 'b', '--data_source', 'imagefolder', '--data_root',
-                                 str(tmp_path / 'missing')), 'DatasetNotFoundError'),
+                                 str(tmp_path / 'missing')), 'error: DatasetNotFoundError'),
         empty_root=(search_cmd(tmp_path / 'c', '--data_source', 'imagefolder', '--data_root', str(tmp_path / 'empty')),
                     'DatasetNotFoundError'),
         other_config=(search_cmd(demo_run, '--k', '0.05', '--resume'), "another config (keys that differ: ['k'])"),
-        overwrite=(search_cmd(demo_run), 'already holds a search run'),
+        overwrite=(search_cmd(demo_run), 'error: ConfigError', 'already holds a search run'),
+        tiny_channels_last=(search_cmd(tmp_path / 'd', '--channels_last', 'true'), 'error: ConfigError',
+                            'init_channels 2 with channels_last'),
     )
-    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (cmd, _) in cases.items()}  # each fails while starting up: run them side by side
+    procs = {name: subprocess.Popen(case[0], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+             for name, case in cases.items()}  # each fails while starting up: run them side by side
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)
-        _fails(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), cases[name][1])
+        _fails(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), *cases[name][1:])
     assert {p: p.read_bytes() for p in demo_run.rglob('*') if p.is_file()} == before
 
-
-def test_resume_refuses_another_process_count():
-    import importlib.util
-
-    from prdarts_timm.config import ConfigError
-    from prdarts_timm.search import Supernet
-
-    spec = importlib.util.spec_from_file_location('search_recipe', ROOT / 'recipes' / 'search.py')
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    model = Supernet(C=2, layers=3)
-    state = recipe.SearchState(model, torch.optim.Adam(model.arch_parameters()))
-    saved = state.state_dict()
-    saved['num_processes'] = 2
-    with pytest.raises(ConfigError, match=r'written by 2 process\(es\) and is resumed with 1'):
-        state.load_state_dict(saved)

@@ -257,35 +257,34 @@ def test_bad_input_is_a_clear_error(runs, tmp_path):
         other_k=train_cmd(tmp_path / 'e', '--stages', '[finetune]', '--source', prune_out, '--k', '0.1'),
         overwrite=train_cmd(runs / 'prdarts'),
         unknown_opt=train_cmd(tmp_path / 'g', '--opt', 'sgdd'),
+        bad_k=train_cmd(tmp_path / 'k', '--k', '0'),
+        missing_root=train_cmd(tmp_path / 'm', '--data_source', 'imagefolder', '--data_root', str(tmp_path / 'none')),
     ))
     _fails(results['unknown_model'], 'ModelError', "timm does not know a model named 'mobilenetv2_1000'",
            'mobilenetv2_100')
     _fails(results['other_k'], 'CheckpointError', 'pruned at another k', 'k=0.1 keeps', 'prune again at k=0.1')
     _fails(results['unknown_opt'], 'ConfigError', "opt 'sgdd'", 'list_optimizers')
     _fails(results['overwrite'], 'ConfigError', 'already holds a training run', '--resume')
+    _fails(results['bad_k'], 'error: ConfigError: invalid config', 'fraction of weights KEPT')
+    _fails(results['missing_root'], 'error: DatasetNotFoundError', str(tmp_path / 'none'))
     assert {p: p.read_bytes() for p in (runs / 'prdarts').rglob('*') if p.is_file()} == before
     assert not (tmp_path / 'e' / 'finetune' / 'model.safetensors').exists()
 
 
 def test_bad_sources_in_process(runs, tmp_path):
-    """The recipe's source handling, called directly (the CLI formatting is tested above)."""
-    import importlib.util
-
+    """The stages' source handling, called directly (the CLI formatting is tested above)."""
     from prdarts_timm.checkpoint import CheckpointError
-    from prdarts_timm.retrain import TrainConfig, build_model, prepare_stage
+    from prdarts_timm.retrain import TrainConfig, build_model, prepare_stage, read_source
 
-    spec = importlib.util.spec_from_file_location('train_recipe', ROOT / 'recipes' / 'train.py')
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
     prune_out = runs / 'prdarts' / 'prune' / 'model.safetensors'
     with pytest.raises(CheckpointError, match=r'--stages \[pretrain, prune\].*--source'):
-        recipe.read_source('prune', None)
+        read_source('prune', None)
     with pytest.raises(CheckpointError, match='nope.safetensors.* does not exist.*--source'):
-        recipe.read_source('prune', tmp_path / 'nope.safetensors')
+        read_source('prune', tmp_path / 'nope.safetensors')
     (tmp_path / 'corrupt.safetensors').write_bytes(b'\x00' * 64)
     with pytest.raises(CheckpointError, match='cannot read checkpoint .* corrupt'):
-        recipe.read_source('finetune', tmp_path / 'corrupt.safetensors')
+        read_source('finetune', tmp_path / 'corrupt.safetensors')
     config = TrainConfig(model='darts_v2_c10_mini', stages=['finetune'])
     with pytest.raises(CheckpointError, match=r'does not match the model.*missing key\(s\).*--model'):
-        prepare_stage(build_model(config, 10), 'finetune', config, recipe.read_source('finetune', prune_out),
+        prepare_stage(build_model(config, 10), 'finetune', config, read_source('finetune', prune_out),
                       str(prune_out))

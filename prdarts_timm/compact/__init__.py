@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from timm.models.efficientnet import EfficientNet
 
-from ..deploy import DeployError, check_baked
+from ..errors import DeployError
+from ..layers import check_baked
+from ..models import PRDarts
 from .cells import CompactCell, CompactFactorizedReduce, CompactOp, CompactPassThrough, compact_prdarts
 from .mobilenet import CompactBlock, compact_efficientnet
 
@@ -47,13 +50,9 @@ def compact(model: nn.Module) -> CompactionReport:
 
     The result computes the same logits at inference (float rounding aside) and cannot be trained or pruned
     further; its state dict has new keys, so keep the baked weights as the checkpoint and compact after
-    loading. Raises :class:`~prdarts_timm.deploy.DeployError` for an unbaked model, a network of another family,
+    loading. Raises :class:`~prdarts_timm.errors.DeployError` for an unbaked model, a network of another family,
     or one with no dead channels (nothing to gain: deploy the baked network as it is).
     """
-    from timm.models.efficientnet import EfficientNet
-
-    from ..models import PRDarts
-
     if not isinstance(model, (PRDarts, EfficientNet)):
         raise DeployError(f'compact() takes a PR-DARTS network or a timm MobileNet-v2 / EfficientNet-style '
                           f'network, got {type(model).__name__}; other networks deploy as baked (export_onnx, '

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..deploy import DeployError
+from ..errors import DeployError
 from ..ops import DilConv, FactorizedReduce, SepConv
 from .fold import bn_scale_shift, folded, nonzero_channels, pick, plain_conv
 

@@ -10,8 +10,9 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 
-from ..deploy import DeployError
+from ..errors import DeployError
 from .fold import folded, nonzero_channels, pick, plain_conv
 
 __all__ = ['CompactBlock', 'compact_efficientnet']
@@ -77,8 +78,6 @@ def _compact_depthwise_separable(block: nn.Module) -> Tuple[CompactBlock, int, i
 
 def compact_efficientnet(model: nn.Module) -> Tuple[int, int]:
     """Compact ``model`` (baked, eval) in place; returns the inner channels (expanded + head) before and after."""
-    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
-
     before = after = 0
     for stage in model.blocks:
         for i, block in enumerate(stage):

@@ -25,6 +25,8 @@ from timm.models._features import feature_take_indices
 from timm.models._pretrained import PretrainedCfg
 from timm.models._registry import get_pretrained_cfg, list_pretrained
 
+from ..checkpoint import decode_sparse
+from ..errors import CheckpointError, PretrainedWeightsError
 from ..genotypes import Genotype, get_genotype
 from ..io import file_sha256
 from ..layers import PrunedConv2d, PrunedLinear
@@ -34,10 +36,6 @@ __all__ = ['PRDarts', 'Cell', 'CIFAR10_MEAN', 'CIFAR10_STD', 'PretrainedWeightsE
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-class PretrainedWeightsError(RuntimeError):
-    """``pretrained=True`` for a tag with no weights."""
 
 
 class Cell(nn.Module):
@@ -378,7 +376,6 @@ def _check_pretrained(state_dict: Dict[str, torch.Tensor], model: 'PRDarts') -> 
     """Pretrained weights must fit the architecture (classifier aside: timm swaps it for another class
     count); a mismatch is a clear error rather than torch's list of size mismatches. Weights in the compact
     sparse form (``model.sparse.safetensors``) are decoded first."""
-    from ..checkpoint import CheckpointError, decode_sparse
     state_dict = decode_sparse(state_dict)
     own = model.state_dict()
     pruning = ('.scores', '.mask')
@@ -450,7 +447,6 @@ _VERIFIED: Dict[str, bool] = {}
 
 def _verify_bundled(file: str) -> None:
     """A bundled weight file must exist and match its sha256 (checked once per process)."""
-    from ..checkpoint import CheckpointError
     path = Path(file)
     entry = next((e for e in BUNDLED_WEIGHTS.values() if WEIGHTS_DIR / e['file'] == path), None)
     if entry is None or _VERIFIED.get(file):

@@ -10,6 +10,7 @@ Prune starts from the scaled score init (its first mask is layer-wise magnitude 
 weight, bias and BN affine parameter as pretrained (BN running statistics do follow the masked network).
 Finetune takes the mask saved by prune as it is; it never re-selects it.
 """
+from pathlib import Path
 from typing import Dict, Optional
 
 import timm
@@ -17,14 +18,14 @@ import torch
 import torch.nn as nn
 
 from ..builder import create_model
-from ..checkpoint import CheckpointError, load_state_dict_checked
+from ..checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
 from ..pruning import fix_current_masks, init_scores_scaled, set_global_k, set_pruning
 from ..distributed import average_across_processes
-from .config import TrainConfig
+from .config import STAGES, TrainConfig
 
-__all__ = ['build_model', 'prepare_stage', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
+__all__ = ['build_model', 'prepare_stage', 'read_source', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
            'sync_batchnorm_stats', 'TRAINING_ONLY']
 
 TRAINING_ONLY = ('aux_head.',)
@@ -91,6 +92,23 @@ def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
         for layer in layers:
             if layer.scores is not None:
                 layer.scores.requires_grad_(False)
+
+
+def read_source(stage: str, path: Optional[Path]) -> Optional[Dict[str, torch.Tensor]]:
+    """The state dict ``stage`` starts from (``path``; none for a pretrain from scratch), or a
+    :class:`CheckpointError` that says which stage to run first."""
+    if path is None:
+        if stage == 'pretrain':
+            return None
+        previous = STAGES[STAGES.index(stage) - 1]
+        raise CheckpointError(f'{stage} starts from the {previous} stage\'s weights: run it in the same call '
+                              f'(--stages [{previous}, {stage}]) or pass --source <run>/{previous}/model.safetensors')
+    if not path.exists():
+        previous = STAGES[STAGES.index(stage) - 1] if stage != 'pretrain' else None
+        raise CheckpointError(f'the {stage} stage\'s source checkpoint {str(path)!r} does not exist' + (
+            f'; run the {previous} stage first (--stages [{previous}, {stage}]) or pass --source FILE'
+            if previous else '; pass an existing --source, or none to pretrain from scratch'))
+    return read_state_dict(path)
 
 
 def follow_global_k(model: nn.Module, config: TrainConfig) -> None:

@@ -11,7 +11,7 @@ The prune phase starts from the scaled score init (masks = layer-wise magnitude 
 search starts from it too and keeps k at the target throughout.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..layers import check_k
 from ..pruning import init_scores_scaled, set_pruning
-from .architect import Architect, Batch, average_across_processes
+from ..distributed import averaged_step
+from .architect import Architect, Batch
 
 __all__ = ['Phase', 'PHASE_NAMES', 'enter_phase', 'trained_parameters', 'search_step']
 
@@ -67,18 +68,6 @@ def trained_parameters(model: nn.Module, phase: Phase) -> Dict[str, List[nn.Para
     return {'weights': weights}
 
 
-def _sgd_step(loss: torch.Tensor, params: Sequence[nn.Parameter], optimizer: torch.optim.Optimizer,
-              grad_clip: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
-    for p, g in zip(params, average_across_processes(grads)):
-        p.grad = g
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-
-
 def search_step(model: nn.Module, phase: Phase, architect: Architect, optimizers: Dict[str, torch.optim.Optimizer],
                 train_batch: Batch, val_batch: Batch, k: float, grad_clip: float = 5.0,
                 weight_decay: float = 0.0) -> Dict[str, torch.Tensor]:
@@ -103,6 +92,7 @@ def search_step(model: nn.Module, phase: Phase, architect: Architect, optimizers
             set_pruning(model, 'fixed' if group == 'weights' else 'learn', k=k)
         params = [p for p in groups[group] if p.requires_grad]
         loss = F.cross_entropy(model(x), y)
-        _sgd_step(loss, params, optimizers[group], grad_clip)
+        optimizers[group].zero_grad(set_to_none=True)
+        averaged_step(optimizers[group], params, torch.autograd.grad(loss, params, allow_unused=True), grad_clip)
         stats[f'{group}_loss'] = loss.detach()
     return stats

@@ -1,15 +1,13 @@
 """Pictures of a search: the derived cells as graphs, and softmax(alpha) of every edge over the search.
 
 Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, so the user's backend and
-open figures are left alone) and written atomically: a temporary PNG in the target folder, then
-``os.replace``.
+open figures are left alone) and written atomically (:func:`prdarts_timm.io.atomic_write`). Only
+``recipes/search.py`` draws them; ``import prdarts_timm`` does not import matplotlib.
 """
 from __future__ import annotations
 
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
@@ -20,7 +18,8 @@ from matplotlib.patches import Circle, FancyArrowPatch, Patch
 from matplotlib.path import Path as MplPath
 from matplotlib.ticker import MaxNLocator
 
-from ..genotypes import PRIMITIVES, Genotype
+from .genotypes import PRIMITIVES, Genotype
+from .io import atomic_write
 
 __all__ = ['plot_cells', 'plot_alpha_history', 'op_colors']
 
@@ -56,24 +55,10 @@ def op_colors(primitives: Sequence[str] = PRIMITIVES) -> Dict[str, str]:
 
 
 def _write_png(fig: Figure, path: PathLike, dpi: int = _DPI) -> None:
-    """Render ``fig`` to a temporary PNG next to ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Render ``fig`` as a PNG at ``path``, atomically."""
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f:
-            fig.savefig(f, format='png', dpi=dpi, facecolor='white')
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the PNG ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi, facecolor='white'))
     finally:
         fig.clear()
 

@@ -1,0 +1,84 @@
+"""What the recipes share around their training loops: the data transforms a model takes, top-1 evaluation,
+the resume checks and the tracker.
+
+Above the search and the retraining (it knows nothing of either), below the recipes.
+"""
+import contextlib
+import importlib.util
+from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from timm.data import create_transform, resolve_data_config
+
+from .data import cifar_transforms
+from .errors import ConfigError
+
+__all__ = ['accuracy', 'check_num_processes', 'data_transforms', 'input_size', 'takes_cifar_inputs', 'tracker']
+
+
+def input_size(model: nn.Module) -> Tuple[int, int, int]:
+    """(channels, height, width) the model takes, as timm resolves it from its pretrained config."""
+    return tuple(resolve_data_config(model=model)['input_size'])
+
+
+def takes_cifar_inputs(model: nn.Module) -> bool:
+    """Whether the model takes 32x32 inputs: those get the DARTS CIFAR transforms, others timm's."""
+    return input_size(model)[1:] == (32, 32)
+
+
+def data_transforms(model: nn.Module, cutout: int = 0, padding: int = 4, flip: bool = True) -> Tuple[Callable, Callable]:
+    """(train, eval) transforms: the DARTS CIFAR ones (a crop of the image padded by ``padding``, ``flip``,
+    ``cutout``) for a model of 32x32 inputs, timm's (``create_transform`` of its resolved data config)
+    otherwise, where ``cutout`` must be 0."""
+    if takes_cifar_inputs(model):
+        return (cifar_transforms(train=True, cutout=cutout, padding=padding, flip=flip),
+                cifar_transforms(train=False))
+    if cutout:
+        raise ConfigError(f'cutout applies to 32x32 inputs; this model takes {input_size(model)}: set cutout 0')
+    data_config = resolve_data_config(model=model)
+    return create_transform(**data_config, is_training=True), create_transform(**data_config, is_training=False)
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+             top5: bool = False, autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+             accelerator: Optional[Any] = None) -> Dict[str, Any]:
+    """Top-1 (and top-5) accuracy and mean cross-entropy of ``model`` (in eval mode, its mode restored after)
+    over ``batches`` (moved to ``device``; the logits computed under ``autocast()``).
+
+    With an ``accelerator``, each process passes its own share of the data and the counts are summed over the
+    processes (``accelerator.gather_for_metrics``): every process gets the figures of the whole set."""
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(4, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, loss sum, samples
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with autocast():
+            logits = model(x)
+        hit1 = logits.argmax(dim=1) == y
+        hit5 = ((logits.topk(5, dim=1).indices == y[:, None]).any(dim=1) | hit1) if top5 else hit1
+        counts += torch.stack([hit1.sum(), hit5.sum(), nn.functional.cross_entropy(logits.float(), y, reduction='sum'),
+                               torch.tensor(y.numel(), device=y.device)]).double()
+    model.train(was_training)
+    if accelerator is not None and accelerator.num_processes > 1:
+        counts = accelerator.gather_for_metrics(counts[None]).sum(dim=0)
+    correct1, correct5, loss_sum, seen = counts.cpu().tolist()
+    seen = int(seen)
+    return dict(num_samples=seen, correct_top1=int(correct1), top1=100.0 * correct1 / max(seen, 1),
+                correct_top5=int(correct5) if top5 else None, top5=100.0 * correct5 / max(seen, 1) if top5 else None,
+                loss=loss_sum / max(seen, 1))
+
+
+def check_num_processes(saved: int, current: int) -> None:
+    """A checkpoint written by ``saved`` processes resumes only with as many: the data order and the batch size
+    per step depend on the count."""
+    if saved != current:
+        raise ConfigError(f'this checkpoint was written by {saved} process(es) and is resumed with {current}: the '
+                          'data order and batch size per step would change. Resume with the same number of '
+                          'processes.')
+
+
+def tracker() -> Optional[str]:
+    """The experiment tracker accelerate logs to: ``'tensorboard'`` where it is installed, else none."""
+    return 'tensorboard' if importlib.util.find_spec('tensorboard') is not None else None
