@@ -7,7 +7,7 @@ was first defined in (``prdarts_timm.deploy.DeployError`` and so on).
 """
 
 __all__ = ['PrdartsError', 'ConfigError', 'CheckpointError', 'DatasetError', 'DatasetNotFoundError', 'GenotypeError',
-           'ModelError', 'PretrainedWeightsError', 'DeployError', 'HubError', 'CardError']
+           'ModelError', 'PretrainedWeightsError', 'DeployError', 'HubError', 'CardError', 'RunFolderError']
 
 
 class PrdartsError(Exception):
@@ -52,3 +52,7 @@ class HubError(PrdartsError, ValueError):
 
 class CardError(HubError):
     """A model card that cannot be rendered (a value is missing) or whose metadata the Hub would reject."""
+
+
+class RunFolderError(PrdartsError, ValueError):
+    """A run folder (:mod:`prdarts_timm.run_folder`) that lacks a file the request reads, or holds a damaged one."""

@@ -30,10 +30,9 @@ from .errors import CardError, CheckpointError, HubError
 from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256
 from .layers import bake
 from .models.prdarts import WEIGHTS_DIR
-from .retrain import STAGES
 
 __all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
-           'check_folder', 'check_repo_id', 'read_json', 'run_summaries', 'REQUIRED_FILES']
+           'check_folder', 'check_repo_id', 'read_json', 'REQUIRED_FILES']
 
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
 
@@ -163,21 +162,6 @@ def read_json(path: Path, what: str) -> Dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise HubError(f'{what} {str(path)!r} is not valid JSON ({e})') from None
-
-
-def run_summaries(run: Path) -> List[Dict[str, Any]]:
-    """The summary.json of every stage that made the run's weights, in order: the run's own stages, preceded by
-    those of the run its first stage started from (``source``): a run that pruned and fine-tuned a dense run
-    lists the dense run's pretrain stage first."""
-    summaries = [read_json(run / s / 'summary.json', f'{s} summary') for s in STAGES
-                 if (run / s / 'summary.json').exists()]
-    while summaries and summaries[0].get('source'):
-        path = Path(summaries[0]['source']).parent / 'summary.json'
-        earlier = read_json(path, 'source summary') if path.is_file() else {}
-        if STAGES.index(earlier.get('stage', summaries[0]['stage'])) >= STAGES.index(summaries[0]['stage']):
-            break  # no summary beside the source, or not an earlier stage
-        summaries.insert(0, earlier)
-    return summaries
 
 
 def render_card(template: str, values: Mapping[str, Any]) -> str:

@@ -4,6 +4,11 @@
     python recipes/evaluate.py --model prdarts_c10 --checkpoint ckpt.pth --data_source imagefolder \\
         --data_root data/cifar10 --threads 4
     python recipes/evaluate.py --model resnet18 --checkpoint baked.safetensors --num_classes 10 --no_latency
+    python recipes/evaluate.py --run runs/x --data_source imagefolder --data_root data/cifar10 --output eval.json
+
+``--run`` takes a ``recipes/train.py`` folder and evaluates its inference network
+(``finetune/model_baked.safetensors``) as the run built it: model, model arguments and stem come from the
+run's finetune summary (``prdarts_timm.run_folder``), so ``--model`` and ``--checkpoint`` are not given.
 
 It runs as one process (no accelerate launcher, no distributed evaluation): the figures it reports, latency
 above all, are those of a single process.
@@ -43,6 +48,7 @@ from prdarts_timm.data import build_dataset
 from prdarts_timm.errors import PrdartsError
 from prdarts_timm.io import atomic_write_json, file_sha256
 from prdarts_timm.profile import count_macs, cpu_name, measure_latency
+from prdarts_timm.run_folder import TrainRun
 from prdarts_timm.training import accuracy, data_transforms, input_size
 
 MARKDOWN_COLUMNS = ('network', 'sparsity', 'top-1', 'params', 'nonzero', 'dense MACs', 'eff. MACs', 'latency b1')
@@ -55,7 +61,9 @@ class EvaluateError(PrdartsError, ValueError):
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', required=True, help="any timm.create_model name (prdarts_c10_mini, resnet18)")
+    parser.add_argument('--model', default=None, help="any timm.create_model name (prdarts_c10_mini, resnet18)")
+    parser.add_argument('--run', default=None,
+                        help="a recipes/train.py folder: its inference network, built as the run built it")
     parser.add_argument('--checkpoint', default=None,
                         help='state dict file (.safetensors or torch.save); without it the weights are random')
     parser.add_argument('--num_classes', type=int, default=None, help="classes of the model (default: the model's)")
@@ -79,6 +87,13 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.batch_size < 1 or (args.max_batches is not None and args.max_batches < 1) or args.threads < 1:
         parser.error('--batch_size, --max_batches and --threads must be >= 1')
+    if (args.run is None) == (args.model is None):
+        parser.error('pass --model (with --checkpoint), or --run for a recipes/train.py folder, not both')
+    if args.run is not None:
+        given = [f'--{k}' for k in ('checkpoint', 'num_classes', 'genotype') if getattr(args, k) is not None]
+        given += ['--cifar_stem'] * args.cifar_stem + ['--model_kwargs'] * bool(args.model_kwargs)
+        if given:
+            parser.error(f'--run takes the model and its weights from the run: drop {", ".join(given)}')
     return args
 
 
@@ -130,7 +145,12 @@ def markdown(results: Dict[str, Any]) -> Tuple[str, str]:
 
 def main() -> None:
     args = parse_args()
-    kwargs = model_kwargs(args)
+    if args.run is not None:
+        run = TrainRun(args.run)
+        args.model, kwargs, args.cifar_stem = run.inference_args()
+        args.checkpoint = str(run.baked)
+    else:
+        kwargs = model_kwargs(args)
     model = create_model(args.model, cifar_stem=args.cifar_stem, **kwargs)
     if args.checkpoint is not None:
         load_checkpoint(model, args.checkpoint)

@@ -33,13 +33,13 @@ from typing import Any, Dict
 
 import prdarts_timm  # noqa: F401  (registers the models)
 from prdarts_timm import bake
-from prdarts_timm.builder import load_model
 from prdarts_timm.cli import run_main
 from prdarts_timm.deploy import deploy_folder
 from prdarts_timm.hub import (
-    HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card, run_summaries,
+    HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card,
 )
 from prdarts_timm.io import file_sha256
+from prdarts_timm.run_folder import TrainRun
 from prdarts_timm.training import input_size
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
@@ -80,48 +80,44 @@ def read_evaluation(path: str, baked: Path) -> Dict[str, Any]:
     return evaluation
 
 
-def deploy(args: argparse.Namespace, final: Dict[str, Any], model_args: Dict[str, Any], baked: Path) -> None:
+def deploy(args: argparse.Namespace, run: TrainRun) -> None:
     """The deployment folder of the run's baked network (prdarts_timm.deploy.deploy_folder)."""
-    model = load_model(final['model'], baked, cifar_stem=final.get('cifar_stem', False), **model_args)
-    bake(model)  # the pruned layers took their masks back from the zeros: write them in again, drop them
-    info = dict(model=final['model'], model_args=model_args, cifar_stem=final.get('cifar_stem', False),
-                checkpoint=str(baked), checkpoint_sha256=file_sha256(baked))
+    model = bake(run.load_inference_network())  # the masks taken back from the zeros: written in again, dropped
+    name, model_args, cifar_stem = run.inference_args()
+    info = dict(model=name, model_args=model_args, cifar_stem=cifar_stem, checkpoint=str(run.baked),
+                checkpoint_sha256=file_sha256(run.baked))
     folder = deploy_folder(model, args.output, input_size(model), info, overwrite=args.overwrite)
     print(f'deployment folder {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
 
 
 def main() -> None:
     args = parse_args()
-    run = Path(args.run)
-    baked = run / 'finetune' / 'model_baked.safetensors'
-    if not baked.is_file():
-        raise HubError(f'{baked} does not exist: --run takes a recipes/train.py folder whose finetune stage is '
-                       'complete')
-    summaries = run_summaries(run)
-    final = summaries[-1]
-    model_args = {k: v for k, v in final['model_args'].items() if k not in ('auxiliary', 'drop_path_rate', 'drop_rate')}
+    run = TrainRun(args.run)
+    run.inference_args()  # a clear error unless the run's finetune stage is complete
     if args.deploy:
-        deploy(args, final, model_args, baked)
+        deploy(args, run)
         return
+    baked, summaries = run.baked, run.summaries()
+    final = summaries[-1]
     check_repo_id(args.hub_id)
     evaluation = read_evaluation(args.evaluation, baked)
     more = [read_evaluation(path, baked) for path in args.more_evaluations]
     architecture = args.name.split('.')[0]
-    if architecture != final['model'].split('.')[0]:
-        raise HubError(f'--name {args.name} names {architecture}, but the run trained {final["model"]}')
-    model = load_model(architecture, baked, cifar_stem=final.get('cifar_stem', False), **model_args)
+    if architecture != final.model.split('.')[0]:
+        raise HubError(f'--name {args.name} names {architecture}, but the run trained {final.model}')
+    model = run.load_inference_network()
 
-    summary = dict(stages=[dict(stage=s['stage'], epochs=s['epochs'], steps=s['steps'],
-                                global_batch=s.get('global_batch'), seconds=s['seconds']) for s in summaries],
-                   hardware=final.get('hardware'), history=final.get('history'),
-                   commands=list(dict.fromkeys(s['command'] for s in summaries if s.get('command'))))
+    summary = dict(stages=[dict(stage=s.stage, epochs=s.epochs, steps=s.steps, global_batch=s.global_batch,
+                                seconds=s.seconds) for s in summaries],
+                   hardware=final.hardware, history=final.history,
+                   commands=list(dict.fromkeys(s.command for s in summaries if s.command)))
     card = render_card(Path(args.template).read_text(),
                        card_values(args.name, args.hub_id, evaluation, summary, model, more))
-    extra = {'train_config.yaml': (run / 'config.yaml').read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}
+    extra = {'train_config.yaml': run.config.read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}
     extra.update({f'evaluation_{e["dataset"]["source"]}_{e["dataset"]["split"]}.json': json.dumps(e, indent=1)
                   for e in more})
-    if (run / 'launch.json').exists():
-        extra['launch.json'] = (run / 'launch.json').read_text()
+    if run.launch.exists():
+        extra['launch.json'] = run.launch.read_text()
     folder = export_folder(model, args.output, card, extra_files=extra, overwrite=args.overwrite, sparse=args.sparse)
     print(f'exported {args.name} to {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
     print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) after import prdarts_timm")

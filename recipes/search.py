@@ -27,12 +27,13 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from prdarts_timm.checkpoint import newest_accelerate_state, save_accelerate_state
+from prdarts_timm.checkpoint import save_accelerate_state
 from prdarts_timm.cli import run_main
-from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
+from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
 from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
-from prdarts_timm.io import atomic_write_json, atomic_write_text
+from prdarts_timm.io import atomic_write_json
+from prdarts_timm.run_folder import SearchRun, check_new_or_resume
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
 from prdarts_timm.tensor_data import batches, load_image_tensors
@@ -80,19 +81,14 @@ def parse_args() -> Tuple[argparse.Namespace, SearchConfig]:
     return args, load_config(SearchConfig, args.config, args)
 
 
-def check_run_folder(config: SearchConfig, resume: bool) -> Tuple[SearchConfig, Optional[Path]]:
+def check_run_folder(config: SearchConfig, run: SearchRun, resume: bool) -> Tuple[SearchConfig, Optional[Path]]:
     """The run's config and the checkpoint to resume from (or None); refuses to overwrite a run or to resume
     another config's run."""
-    out = Path(config.output)
-    newest = newest_accelerate_state(out / 'checkpoints')
-    if not resume:
-        if (out / 'genotype.json').exists() or newest is not None:
-            raise ConfigError(f'{out} already holds a search run; pass --resume to continue it, or choose '
-                              'another --output')
-        return config, None
-    if newest is None:
-        raise ConfigError(f'nothing to resume in {out}: no checkpoints/step_* folder; start without --resume')
-    return check_same_config(config, out), newest
+    try:
+        config = check_new_or_resume(config, run.root, run.holds_run(), resume, 'search run')
+    except ConfigError as e:
+        raise ConfigError(f'{e} (--resume continues a run, --output names another folder)') from None
+    return config, run.newest_checkpoint() if resume else None
 
 
 def search_data(config: SearchConfig, accelerator: Accelerator) -> Tuple[Any, Any, int]:
@@ -144,22 +140,22 @@ def build_phase_optimizers(state: SearchState, phase: Phase, config: SearchConfi
         state.pending = None
 
 
-def record_epoch(state: SearchState, phase: Phase, out: Path, accelerator: Accelerator) -> None:
+def record_epoch(state: SearchState, phase: Phase, run: SearchRun, accelerator: Accelerator) -> None:
     state.history.append(dict(phase=phase.name, epoch=state.epoch, global_step=state.global_step,
                               **state.model.alpha_softmax()))
     if accelerator.is_main_process:
         genotype = state.model.genotype()
-        genotype.save(out / 'genotypes' / f'{phase.name}_{state.epoch:03d}.json')
-        atomic_write_json(out / 'alpha_history.json', state.history)
+        genotype.save(run.epoch_genotype(phase.name, state.epoch))
+        atomic_write_json(run.alpha_history, state.history)
         accelerator.print(f'[{phase.name} epoch {state.epoch}] genotype: {genotype.to_dict()}')
 
 
 def main() -> None:
     args, config = parse_args()
-    config, resume_from = check_run_folder(config, args.resume)
+    run = SearchRun(config.output)
+    config, resume_from = check_run_folder(config, run, args.resume)
     accelerator = Accelerator(cpu=args.cpu, project_dir=config.output, mixed_precision=config.mixed_precision,
                               log_with=tracker())
-    out = Path(config.output)
     accelerator.wait_for_everyone()
     set_seed(config.seed)
 
@@ -192,7 +188,7 @@ def main() -> None:
         accelerator.print(f'resumed from {resume_from} (phase {state.phase_index}, epoch {state.epoch}, '
                           f'step {state.step})')
     elif accelerator.is_main_process:
-        atomic_write_text(out / 'config.yaml', config_to_yaml(config))
+        run.write_start(config)
     accelerator.init_trackers('search', config={k: str(v) for k, v in dataclasses.asdict(config).items()})
 
     phases = config.phases()
@@ -225,32 +221,32 @@ def main() -> None:
                     bar.set_postfix({k: f'{v:.3f}' for k, v in stats.items()})
                     accelerator.log({f'{phase.name}/{k}': v for k, v in stats.items()}, step=state.global_step)
                 if state.global_step % config.checkpoint_every == 0:
-                    save_accelerate_state(accelerator, out / 'checkpoints', state.global_step)
+                    save_accelerate_state(accelerator, run.checkpoints, state.global_step)
             bar.close()
-            record_epoch(state, phase, out, accelerator)
+            record_epoch(state, phase, run, accelerator)
             state.epoch += 1
             state.step = 0
 
     state.phase_index = len(phases)
-    save_accelerate_state(accelerator, out / 'checkpoints', state.global_step)
-    write_results(model, state, out, accelerator)
+    save_accelerate_state(accelerator, run.checkpoints, state.global_step)
+    write_results(model, state, run, accelerator)
     accelerator.end_training()
 
 
-def write_results(model: Supernet, state: SearchState, out: Path, accelerator: Accelerator) -> None:
+def write_results(model: Supernet, state: SearchState, run: SearchRun, accelerator: Accelerator) -> None:
     """``ranks.json`` (every rank's alpha; the run fails if they differ), then the genotype and its pictures."""
     alpha = torch.cat([a.detach().reshape(-1) for a in model.arch_parameters()]).cpu()
     alpha_sha256 = hashlib.sha256(alpha.numpy().tobytes()).hexdigest()
     check_ranks_agree(dict(rank=accelerator.process_index, alpha_sha256=alpha_sha256, genotype=model.genotype().to_dict()),
-                      out / 'ranks.json', 'alpha (the search)')
+                      run.ranks, 'alpha (the search)')
     if accelerator.is_main_process:
         from prdarts_timm.plots import plot_alpha_history, plot_cells
 
         genotype = model.genotype()
-        genotype.save(out / 'genotype.json')
-        plot_cells(genotype, out / 'cells.png')
-        plot_alpha_history(state.history, out / 'alpha_history.png')
-        accelerator.print(f'final genotype written to {out / "genotype.json"}')
+        genotype.save(run.genotype)
+        plot_cells(genotype, run.cells_picture)
+        plot_alpha_history(state.history, run.alpha_picture)
+        accelerator.print(f'final genotype written to {run.genotype}')
 
 
 if __name__ == '__main__':

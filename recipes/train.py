@@ -52,14 +52,14 @@ from tqdm.auto import tqdm
 
 from prdarts_timm import bake, set_pruning, sparsity_report
 from prdarts_timm.checkpoint import (
-    CheckpointError, newest_accelerate_state, save_accelerate_state, save_safetensors,
+    CheckpointError, save_accelerate_state, save_safetensors,
 )
 from prdarts_timm.cli import run_main
-from prdarts_timm.config import ConfigError, add_config_args, check_same_config, config_to_yaml, load_config
+from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
 from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
-from prdarts_timm.io import atomic_write_json, atomic_write_text
 from prdarts_timm.profile import hardware_description
+from prdarts_timm.run_folder import Launch, StageSummary, TrainRun, check_new_or_resume
 from prdarts_timm.retrain import (
     STAGES, TRAINING_ONLY, TrainConfig, build_model, follow_global_k, prepare_stage, read_source,
     set_drop_path_scale, sync_batchnorm_stats,
@@ -121,35 +121,28 @@ def parse_args() -> Tuple[argparse.Namespace, TrainConfig]:
     args = parser.parse_args()
     path = args.config
     if path is None:
-        saved = Path(args.cfg_output or load_config(TrainConfig, str(DEFAULT_CONFIG)).output) / 'config.yaml'
+        saved = TrainRun(args.cfg_output or load_config(TrainConfig, str(DEFAULT_CONFIG)).output).config
         path = str(saved) if args.resume and saved.exists() else str(DEFAULT_CONFIG)
     return args, load_config(TrainConfig, path, args)
 
 
-def plan_stages(config: TrainConfig, resume: bool) -> Tuple[TrainConfig, List[Tuple[str, Optional[Path]]]]:
+def plan_stages(config: TrainConfig, run: TrainRun,
+                resume: bool) -> Tuple[TrainConfig, List[Tuple[str, Optional[Path]]]]:
     """The run's config and (stage, accelerate state to resume it from) for each stage still to run; refuses to
     overwrite a run or to resume one made with another config."""
-    out = Path(config.output)
-    done = [s for s in config.stages if (out / s / 'summary.json').exists()]
-    started = [s for s in config.stages if newest_accelerate_state(out / s / 'checkpoints') is not None]
-    if not resume:
-        if done or started:
-            raise ConfigError(f'{out} already holds a training run (stages {sorted(set(done + started))}); pass '
-                              '--resume to continue it, or choose another --output')
-        return config, [(s, None) for s in config.stages]
-    if not (out / 'config.yaml').exists():
-        raise ConfigError(f'nothing to resume in {out}: no config.yaml; start without --resume')
-    config = check_same_config(config, out)
-    todo = [s for s in config.stages if s not in done]
-    return config, [(s, newest_accelerate_state(out / s / 'checkpoints') if i == 0 else None)
-                    for i, s in enumerate(todo)]
+    try:
+        config = check_new_or_resume(config, run.root, run.holds_run(config.stages), resume, 'training run')
+    except ConfigError as e:
+        raise ConfigError(f'{e} (--resume continues a run, --output names another folder)') from None
+    todo = [s for s in config.stages if not run.is_complete(s)]
+    return config, [(s, run.newest_checkpoint(s) if resume and i == 0 else None) for i, s in enumerate(todo)]
 
 
 def source_for(stage: str, config: TrainConfig) -> Optional[Path]:
     """The checkpoint ``stage`` starts from: ``source`` for the first stage, else the previous stage's output."""
     if stage == config.stages[0]:
         return Path(config.source) if config.source else None
-    return Path(config.output) / STAGES[STAGES.index(stage) - 1] / 'model.safetensors'
+    return TrainRun(config.output).weights(STAGES[STAGES.index(stage) - 1])
 
 
 def build_transforms(model: nn.Module, config: TrainConfig):
@@ -253,33 +246,32 @@ def launch_command(accelerator: Accelerator) -> str:
     return f'accelerate launch{processes} {shlex.join(sys.argv)}'
 
 
-def write_outputs(state: TrainState, config: TrainConfig, folder: Path, source: Optional[Path],
+def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source: Optional[Path],
                   seconds: float, accelerator: Accelerator) -> None:
-    """The stage's weights, then ``summary.json`` (last: it marks the stage complete)."""
+    """The stage's weights, then its summary (last: it marks the stage complete)."""
     if not accelerator.is_main_process:
         return
-    model = state.model
-    meta = dict(stage=state.stage, model=config.model, k=str(config.k), global_k=str(config.global_k))
-    save_safetensors(model.state_dict(), folder / 'model.safetensors', metadata=meta)
+    model, stage = state.model, state.stage
+    meta = dict(stage=stage, model=config.model, k=str(config.k), global_k=str(config.global_k))
+    save_safetensors(model.state_dict(), run.weights(stage), metadata=meta)
     if state.ema is not None:
-        save_safetensors(state.ema.module.state_dict(), folder / 'model_ema.safetensors', metadata=meta)
-    if state.stage == 'finetune':  # the inference network: masks baked in, no auxiliary head
+        save_safetensors(state.ema.module.state_dict(), run.ema_weights(stage), metadata=meta)
+    if stage == 'finetune':  # the inference network: masks baked in, no auxiliary head
         baked = {k: v for k, v in bake(copy.deepcopy(model)).state_dict().items() if not k.startswith(TRAINING_ONLY)}
-        save_safetensors(baked, folder / 'model_baked.safetensors', metadata=dict(meta, baked='true'))
+        save_safetensors(baked, run.baked, metadata=dict(meta, baked='true'))
     report = sparsity_report(model)
     report.layers = [layer for layer in report.layers if not layer.name.startswith(TRAINING_ONLY)]
-    atomic_write_json(folder / 'summary.json', dict(
-        stage=state.stage, model=config.model, model_args=config.model_args(model.num_classes),
-        cifar_stem=config.cifar_stem, k=config.k if state.stage != 'pretrain' else 1.0,
-        global_k=config.global_k, source=str(source) if source else ('pretrained' if config.pretrained else None),
-        epochs=config.epochs(state.stage), steps=state.stage_step,
-        num_processes=accelerator.num_processes, global_batch=config.batch_size * accelerator.num_processes,
-        seconds=round(seconds, 1), hardware=hardware_description(accelerator.device),
-        command=launch_command(accelerator),
+    StageSummary(
+        stage=stage, model=config.model, model_args=config.model_args(model.num_classes),
+        cifar_stem=config.cifar_stem, k=config.k if stage != 'pretrain' else 1.0, global_k=config.global_k,
+        source=str(source) if source else ('pretrained' if config.pretrained else None),
+        epochs=config.epochs(stage), steps=state.stage_step, num_processes=accelerator.num_processes,
+        global_batch=config.batch_size * accelerator.num_processes, seconds=round(seconds, 1),
+        hardware=hardware_description(accelerator.device), command=launch_command(accelerator),
         top1=state.history[-1]['top1'] if state.history else None,
         ema_top1=state.history[-1].get('ema_top1') if state.history else None,
         weights=dict(total=report.total, nonzero=report.nonzero, sparsity=report.sparsity),
-        history=state.history))
+        history=state.history).write(run.summary(stage))
 
 
 def stage_model(stage: str, config: TrainConfig, num_classes: int,
@@ -331,7 +323,7 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
 def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
               train_set: Union[Dataset, ImageTensors], eval_set: Union[Dataset, ImageTensors],
               accelerator: Accelerator) -> None:
-    folder = Path(config.output) / stage
+    run = TrainRun(config.output)
     stage_index = STAGES.index(stage)
     set_seed(config.seed + stage_index)
     model, source, from_pretrained = stage_model(stage, config, len(train_set.classes), accelerator)
@@ -398,29 +390,29 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
                                 step=stage_index * 10**9 + state.stage_step)
             if state.stage_step % config.checkpoint_every == 0:
                 sync_models(state)
-                save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
+                save_accelerate_state(accelerator, run.checkpoints(stage), state.stage_step)
         bar.close()
         end_epoch(state, eval_set, config, accelerator)
         state.epoch += 1
         state.step, state.epoch_losses = 0, []
-    save_accelerate_state(accelerator, folder / 'checkpoints', state.stage_step)
+    save_accelerate_state(accelerator, run.checkpoints(stage), state.stage_step)
     check_ranks_agree(dict(rank=accelerator.process_index, state_sha256=state_sha256(model),
                            ema_sha256=state_sha256(state.ema.module) if state.ema is not None else None),
-                      folder / 'ranks.json', 'the trained model (or its EMA)')
-    write_outputs(state, config, folder, source, time.time() - started, accelerator)
+                      run.ranks(stage), 'the trained model (or its EMA)')
+    write_outputs(state, config, run, source, time.time() - started, accelerator)
     accelerator.wait_for_everyone()
-    accelerator.print(f'[{stage}] done: {folder / "model.safetensors"}')
+    accelerator.print(f'[{stage}] done: {run.weights(stage)}')
 
 
 def main() -> None:
     args, config = parse_args()
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
                               log_with=tracker())
-    config, plan = plan_stages(config, args.resume)
+    run = TrainRun(config.output)
+    config, plan = plan_stages(config, run, args.resume)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not args.resume:
-        atomic_write_text(Path(config.output) / 'config.yaml', config_to_yaml(config))
-        atomic_write_json(Path(config.output) / 'launch.json', dict(
+        run.write_start(config, Launch(
             num_processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type),
             mixed_precision=accelerator.mixed_precision, device=str(accelerator.device),
             hardware=hardware_description(accelerator.device), command=launch_command(accelerator)))

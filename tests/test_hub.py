@@ -220,20 +220,6 @@ def test_card_lists_more_evaluations_of_the_same_weights(exported):
         card_values('x.y', HUB_ID, evaluation_for(model), SUMMARY, model, [other])
 
 
-def test_export_reads_the_budget_of_the_run_a_stage_started_from(tmp_path):
-    from prdarts_timm.hub import run_summaries
-    pretrained = tmp_path / 'dense' / 'pretrain'
-    pretrained.mkdir(parents=True)
-    (pretrained / 'summary.json').write_text(json.dumps(dict(stage='pretrain', source=None)))
-    for stage in ('prune', 'finetune'):
-        (tmp_path / 'k0.01' / stage).mkdir(parents=True)
-        source = str(pretrained / 'model.safetensors') if stage == 'prune' else 'k0.01/prune/model.safetensors'
-        (tmp_path / 'k0.01' / stage / 'summary.json').write_text(json.dumps(dict(stage=stage, source=source)))
-    assert [s['stage'] for s in run_summaries(tmp_path / 'k0.01')] == ['pretrain', 'prune', 'finetune']
-    (pretrained / 'summary.json').unlink()  # the source run is gone: the run's own stages only
-    assert [s['stage'] for s in run_summaries(tmp_path / 'k0.01')] == ['prune', 'finetune']
-
-
 def test_pretrained_without_weights_is_a_clear_error():
     with pytest.raises(PretrainedWeightsError, match='no pretrained weights exist for prdarts_c10_mini'):
         timm.create_model('prdarts_c10_mini', pretrained=True)

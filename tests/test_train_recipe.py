@@ -131,17 +131,23 @@ def test_mobilenet_global_k_ema_bf16_mixup(runs):
 
 
 def test_evaluate_reads_the_baked_output(runs, tmp_path):
+    """--run builds the run's inference network as the run did (timm MobileNet, CIFAR stem, 10 classes)."""
     report = tmp_path / 'eval.json'
-    result = subprocess.run([sys.executable, 'recipes/evaluate.py', '--model', 'mobilenetv2_100', '--cifar_stem',
-                             '--num_classes', '10', '--checkpoint', str(runs / 'mobilenet' / 'finetune' /
-                                                                        'model_baked.safetensors'),
+    result = subprocess.run([sys.executable, 'recipes/evaluate.py', '--run', str(runs / 'mobilenet'),
                              '--max_batches', '1', '--batch_size', '8', '--no_latency', '--output', str(report)],
                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     _ok(result)
     data = json.loads(report.read_text())
     summary = json.loads((runs / 'mobilenet' / 'finetune' / 'summary.json').read_text())
     assert data['weights']['nonzero'] == summary['weights']['nonzero']
-    assert data['input_size'] == [3, 32, 32]
+    assert data['input_size'] == [3, 32, 32] and data['model'] == 'mobilenetv2_100'
+    assert data['checkpoint'] == str(runs / 'mobilenet' / 'finetune' / 'model_baked.safetensors')
+    both = subprocess.run([sys.executable, 'recipes/evaluate.py', '--run', str(runs / 'mobilenet'), '--checkpoint',
+                           'x.safetensors'], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert both.returncode == 2 and 'drop --checkpoint' in both.stderr
+    unfinished = subprocess.run([sys.executable, 'recipes/evaluate.py', '--run', str(tmp_path)], cwd=ROOT, env=ENV,
+                                capture_output=True, text=True, timeout=300)
+    _fails(unfinished, 'RunFolderError', 'no complete finetune stage')
 
 
 def test_evaluate_export_and_dry_run_push(runs, tmp_path):

@@ -1,0 +1,239 @@
+"""The folders the recipes write, defined once: what is in them, where, and typed records to read and write.
+
+A **training run** (``recipes/train.py --output <run>``, :class:`TrainRun`)::
+
+    <run>/config.yaml                  the run's config (a resume must match it)
+    <run>/launch.json                  how it was launched (:class:`Launch`)
+    <run>/<stage>/model.safetensors    the stage's whole state: what the next stage reads
+    <run>/<stage>/model_ema.safetensors           with model_ema
+    <run>/finetune/model_baked.safetensors        the inference network (masks baked in, no auxiliary head)
+    <run>/<stage>/summary.json         :class:`StageSummary`, written last: the stage is complete
+    <run>/<stage>/ranks.json           every rank's state-dict sha256
+    <run>/<stage>/checkpoints/step_*   accelerate states
+
+A **search run** (``recipes/search.py --output <run>``, :class:`SearchRun`): ``config.yaml``,
+``checkpoints/step_*``, ``genotypes/<phase>_<epoch>.json``, ``alpha_history.json``, ``ranks.json``,
+``genotype.json`` (written last) and its pictures.
+
+Train, evaluate, export, the Hub card and deployment read these through this module, never by string keys of
+their own. Both kinds refuse to write over an existing run and to resume one made with another config
+(:func:`check_new_or_resume`).
+"""
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
+
+import torch.nn as nn
+
+from .builder import load_model
+from .checkpoint import newest_accelerate_state
+from .config import check_same_config, config_to_yaml
+from .errors import ConfigError, RunFolderError
+from .io import atomic_write_json, atomic_write_text
+from .retrain.config import STAGES
+
+__all__ = ['RunFolderError', 'Launch', 'StageSummary', 'TrainRun', 'SearchRun', 'check_new_or_resume']
+
+T = TypeVar('T')
+TRAINING_ONLY_ARGS = ('auxiliary', 'drop_path_rate', 'drop_rate')  # model args the inference network lacks
+
+
+def _read_json(path: Path, what: str) -> Dict[str, Any]:
+    if not path.is_file():
+        raise RunFolderError(f'{what} {str(path)!r} does not exist')
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunFolderError(f'{what} {str(path)!r} is not valid JSON ({e}); the file is damaged: run the stage '
+                             'again') from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f'{what} {str(path)!r} holds a {type(data).__name__}, not a JSON object')
+    return data
+
+
+def _from_dict(cls: type, data: Dict[str, Any]) -> Any:
+    """A record from its JSON object: keys it does not know are ignored (written by a newer version), keys it
+    lacks keep their defaults (an older one)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Launch:
+    """``launch.json``: how a training run was launched (process count, precision, hardware, the command)."""
+    num_processes: int = 1
+    distributed_type: Optional[str] = None
+    mixed_precision: Optional[str] = None
+    device: Optional[str] = None
+    hardware: Optional[str] = None
+    command: Optional[str] = None
+
+    def write(self, path: Path) -> None:
+        atomic_write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> 'Launch':
+        return _from_dict(cls, _read_json(path, 'launch record'))
+
+
+@dataclass
+class StageSummary:
+    """``<stage>/summary.json``: what one stage of a training run trained, from what, how long, and its
+    per-epoch curve (``history``: epoch, steps, train_loss, top1, loss, num_images[, ema_top1])."""
+    stage: str
+    model: Optional[str] = None
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    cifar_stem: bool = False
+    k: Optional[float] = None
+    global_k: bool = False
+    source: Optional[str] = None  # a checkpoint path, 'pretrained' or None (from scratch)
+    epochs: Optional[int] = None
+    steps: Optional[int] = None
+    num_processes: Optional[int] = None
+    global_batch: Optional[int] = None
+    seconds: Optional[float] = None
+    hardware: Optional[str] = None
+    command: Optional[str] = None
+    top1: Optional[float] = None
+    ema_top1: Optional[float] = None
+    weights: Dict[str, Any] = field(default_factory=dict)  # total, nonzero, sparsity of the inference network
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        atomic_write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> 'StageSummary':
+        data = _read_json(path, 'stage summary')
+        if data.get('stage') not in STAGES:
+            raise RunFolderError(f'stage summary {str(path)!r} names no stage of {list(STAGES)}: it was not written '
+                                 'by recipes/train.py')
+        return _from_dict(cls, data)
+
+
+class TrainRun:
+    """The folder of one ``recipes/train.py`` run (see the module docstring)."""
+
+    def __init__(self, root: Union[str, Path]):
+        self.root = Path(root)
+        self.config = self.root / 'config.yaml'
+        self.launch = self.root / 'launch.json'
+
+    def __repr__(self) -> str:
+        return f'TrainRun({str(self.root)!r})'
+
+    def stage(self, stage: str) -> Path:
+        return self.root / stage
+
+    def weights(self, stage: str) -> Path:
+        return self.root / stage / 'model.safetensors'
+
+    def ema_weights(self, stage: str) -> Path:
+        return self.root / stage / 'model_ema.safetensors'
+
+    @property
+    def baked(self) -> Path:
+        """The inference network of the finetune stage: what evaluate, export and deployment read."""
+        return self.root / 'finetune' / 'model_baked.safetensors'
+
+    def summary(self, stage: str) -> Path:
+        return self.root / stage / 'summary.json'
+
+    def ranks(self, stage: str) -> Path:
+        return self.root / stage / 'ranks.json'
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / stage / 'checkpoints'
+
+    def is_complete(self, stage: str) -> bool:
+        return self.summary(stage).is_file()
+
+    def newest_checkpoint(self, stage: str) -> Optional[Path]:
+        return newest_accelerate_state(self.checkpoints(stage))
+
+    def read_summary(self, stage: str) -> StageSummary:
+        return StageSummary.read(self.summary(stage))
+
+    def summaries(self) -> List[StageSummary]:
+        """Every complete stage's summary, in order, preceded by those of the run its first stage started from
+        (``source``): a run that pruned and fine-tuned a dense run lists the dense run's pretrain first."""
+        summaries = [self.read_summary(s) for s in STAGES if self.is_complete(s)]
+        while summaries and summaries[0].source and summaries[0].source != 'pretrained':
+            path = Path(summaries[0].source).parent / 'summary.json'
+            if not path.is_file():
+                break  # the source run is gone (or was never a run folder): the run's own stages only
+            earlier = StageSummary.read(path)
+            if STAGES.index(earlier.stage) >= STAGES.index(summaries[0].stage):
+                break
+            summaries.insert(0, earlier)
+        return summaries
+
+    def inference_args(self) -> Tuple[str, Dict[str, Any], bool]:
+        """(model name, create_model kwargs, cifar_stem) of the run's inference network, as its finetune stage
+        built it, without the training-only parts (auxiliary head, drop rates)."""
+        if not self.is_complete('finetune') or not self.baked.is_file():
+            raise RunFolderError(f'{self.root} holds no complete finetune stage ({self.baked} and '
+                                 f'{self.summary("finetune")}): the inference network is written when it ends')
+        final = self.read_summary('finetune')
+        if final.model is None:
+            raise RunFolderError(f'{self.summary("finetune")} names no model: it was not written by recipes/train.py')
+        kwargs = {k: v for k, v in final.model_args.items() if k not in TRAINING_ONLY_ARGS}
+        return final.model, kwargs, final.cifar_stem
+
+    def load_inference_network(self) -> nn.Module:
+        """The run's inference network: ``finetune/model_baked.safetensors`` in the architecture it was trained
+        as (without the pretrained tag it may have started from: these weights are the run's)."""
+        name, kwargs, cifar_stem = self.inference_args()
+        return load_model(name.split('.')[0], self.baked, cifar_stem=cifar_stem, **kwargs)
+
+    def write_start(self, config: Any, launch: Launch) -> None:
+        """``config.yaml`` and ``launch.json`` of a new run."""
+        atomic_write_text(self.config, config_to_yaml(config))
+        launch.write(self.launch)
+
+    def holds_run(self, stages: List[str]) -> bool:
+        return any(self.is_complete(s) or self.newest_checkpoint(s) is not None for s in stages)
+
+
+class SearchRun:
+    """The folder of one ``recipes/search.py`` run (see the module docstring)."""
+
+    def __init__(self, root: Union[str, Path]):
+        self.root = Path(root)
+        self.config = self.root / 'config.yaml'
+        self.checkpoints = self.root / 'checkpoints'
+        self.genotype = self.root / 'genotype.json'
+        self.alpha_history = self.root / 'alpha_history.json'
+        self.ranks = self.root / 'ranks.json'
+        self.cells_picture = self.root / 'cells.png'
+        self.alpha_picture = self.root / 'alpha_history.png'
+
+    def __repr__(self) -> str:
+        return f'SearchRun({str(self.root)!r})'
+
+    def epoch_genotype(self, phase: str, epoch: int) -> Path:
+        return self.root / 'genotypes' / f'{phase}_{epoch:03d}.json'
+
+    def newest_checkpoint(self) -> Optional[Path]:
+        return newest_accelerate_state(self.checkpoints)
+
+    def holds_run(self) -> bool:
+        return self.genotype.exists() or self.newest_checkpoint() is not None
+
+    def write_start(self, config: Any) -> None:
+        atomic_write_text(self.config, config_to_yaml(config))
+
+
+def check_new_or_resume(config: T, root: Path, holds_run: bool, resume: bool, what: str) -> T:
+    """``config`` as the run in ``root`` goes on: a new run must not write over one (``holds_run``), a resume
+    needs the run's ``config.yaml`` and the same config (:func:`prdarts_timm.config.check_same_config`).
+    ``what`` names the kind of run in the messages (``'training run'``, ``'search run'``)."""
+    if not resume:
+        if holds_run:
+            raise ConfigError(f'{root} already holds a {what}; resume it, or write the new run to another folder')
+        return config
+    if not (root / 'config.yaml').exists():
+        raise ConfigError(f'nothing to resume in {root}: it holds no {what} (no config.yaml); start a new run')
+    return check_same_config(config, root)
