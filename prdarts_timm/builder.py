@@ -13,7 +13,7 @@ evaluation and export pick the CIFAR transforms. PR-DARTS models choose their st
 """
 import difflib
 import os
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import timm
 import torch.nn as nn
@@ -22,7 +22,7 @@ from .checkpoint import load_state_dict_checked, read_state_dict
 from .errors import ModelError
 from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD, PRDarts
 
-__all__ = ['ModelError', 'create_model', 'load_model', 'adapt_to_cifar']
+__all__ = ['ModelError', 'create_model', 'load_model', 'adapt_to_cifar', 'training_only', 'drop_training_only']
 
 
 def create_model(name: str, cifar_stem: bool = False, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -56,6 +56,19 @@ def load_model(name: str, weights: Union[str, os.PathLike], cifar_stem: bool = F
     not fit is a :class:`~prdarts_timm.errors.CheckpointError`, with ``hints`` added to its message)."""
     model = create_model(name, cifar_stem=cifar_stem, **kwargs)
     return load_state_dict_checked(model, read_state_dict(weights), str(weights), hints=hints)
+
+
+def training_only(model: nn.Module) -> Tuple[str, ...]:
+    """State-dict prefixes of the submodules ``model`` uses in training only, as the model declares them
+    (``training_only_modules``: the PR-DARTS auxiliary head; none for other models)."""
+    return tuple(f'{name}.' for name in getattr(model, 'training_only_modules', ()))
+
+
+def drop_training_only(model: nn.Module) -> nn.Module:
+    """``model`` without its training-only submodules (set to None, as the inference network has them), in place."""
+    for name in getattr(model, 'training_only_modules', ()):
+        setattr(model, name, None)
+    return model
 
 
 def adapt_to_cifar(model: nn.Module) -> nn.Module:

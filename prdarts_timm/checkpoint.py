@@ -146,7 +146,8 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
     classifier = (getattr(model, 'pretrained_cfg', None) or {}).get('classifier')
     head = state.get(f'{classifier}.weight') if isinstance(classifier, str) else None
     if head is not None and head.dim() >= 1 and head.shape[0] != getattr(model, 'num_classes', head.shape[0]):
-        fixes.append(f'the checkpoint classifier has {head.shape[0]} classes: pass --num_classes {head.shape[0]}')
+        fixes.append(f'the checkpoint classifier has {head.shape[0]} classes: build the model with num_classes '
+                     f'{head.shape[0]}')
     fixes.extend(hints)
     raise CheckpointError(f'checkpoint {source!r} does not match the model: {"; ".join(parts)}. '
                           f'{"; ".join(fixes)}'.rstrip('. ')) from None

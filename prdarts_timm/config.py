@@ -114,5 +114,5 @@ def check_same_config(config: T, folder: Path) -> T:
     # ^ where the run folder is does not change the run: a moved folder resumes
     if differ:
         raise ConfigError(f'cannot resume {folder}: it was run with another config (keys that differ: {differ}); '
-                          'resume with the same config, or start a new run in another --output')
+                          'resume with the same config, or start a new run in another output folder')
     return config

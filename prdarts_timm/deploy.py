@@ -246,10 +246,10 @@ def load_deployed(folder: Union[str, os.PathLike]) -> nn.Module:
     info_path = folder / 'deploy.json'
     if not info_path.is_file():
         raise DeployError(f'{folder} is not a deployment folder (no deploy.json): write one with '
-                          'python recipes/export.py --deploy --run <run> --output <folder>')
+                          'deploy_folder() (the export recipe\'s deploy mode)')
     info = json.loads(info_path.read_text())
     if 'model' not in info:
-        raise DeployError(f'{info_path} names no model: write the folder with recipes/export.py --deploy')
+        raise DeployError(f'{info_path} names no model: write the folder with deploy_folder()')
     model = load_model(info['model'], folder / 'model.safetensors', cifar_stem=info.get('cifar_stem', False),
                        **info.get('model_args', {}))
     bake(model).eval()

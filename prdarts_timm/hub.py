@@ -25,6 +25,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import safe_open
 from timm.models._hub import save_config_for_hf
 
+from .builder import drop_training_only
 from .checkpoint import encode_sparse, read_state_dict, save_safetensors
 from .errors import CardError, CheckpointError, HubError
 from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256
@@ -64,9 +65,7 @@ def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
         raise HubError(f'{folder} already exists and is not empty; choose another output folder or pass '
                        'overwrite=True (--overwrite)')
     check_card(card)
-    model = bake(copy.deepcopy(model)).eval()
-    if getattr(model, 'aux_head', None) is not None:
-        model.aux_head = None  # training only
+    model = drop_training_only(bake(copy.deepcopy(model))).eval()
     args = export_args(model)
 
     def write(tmp: Path) -> None:
@@ -149,7 +148,8 @@ def _more_evaluation_line(evaluation: Mapping[str, Any]) -> str:
                   command=(evaluation.get('environment') or {}).get('command'))
     missing = sorted(k for k, v in values.items() if v is None)
     if missing:
-        raise CardError(f'an extra evaluation JSON lacks {missing}: pass the --output of recipes/evaluate.py')
+        raise CardError(f'an extra evaluation JSON lacks {missing}: pass a whole evaluation report (what '
+                        'recipes/evaluate.py writes)')
     return (f"- Also: top-1 {values['top1']:.2f}%, top-5 {values['top5']:.2f}% on the {values['n']:,} images of "
             f"the `{values['split']}` split of data source `{values['source']}`: `{values['command']}`\n")
 
@@ -171,8 +171,8 @@ def render_card(template: str, values: Mapping[str, Any]) -> str:
     missing = sorted(n for n in names if values.get(n) is None)
     if missing:
         raise CardError(f'cannot render the model card: no value for {missing}. Every number comes from the '
-                        'evaluation JSON and the run summary: run recipes/evaluate.py with --output (latency '
-                        'included) on the exported checkpoint and pass that file')
+                        'evaluation JSON and the run summary: pass the whole evaluation report of the exported '
+                        'checkpoint, latency included')
     card = string.Template(template).substitute({k: values[k] for k in names})
     check_card(card)
     return card

@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from prdarts_timm import bake, set_pruning, sparsity_report
+from prdarts_timm.builder import drop_training_only, training_only
 from prdarts_timm.checkpoint import (
     CheckpointError, save_accelerate_state, save_safetensors,
 )
@@ -61,7 +62,7 @@ from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
 from prdarts_timm.profile import hardware_description
 from prdarts_timm.run_folder import Launch, StageSummary, TrainRun, check_new_or_resume
 from prdarts_timm.retrain import (
-    STAGES, TRAINING_ONLY, TrainConfig, build_model, follow_global_k, prepare_stage, read_source,
+    STAGES, TrainConfig, build_model, follow_global_k, prepare_stage, read_source,
     set_drop_path_scale, sync_batchnorm_stats,
 )
 from prdarts_timm.distributed import average_across_processes, averaged_step, broadcast_from_rank0, check_ranks_agree
@@ -257,10 +258,10 @@ def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source:
     if state.ema is not None:
         save_safetensors(state.ema.module.state_dict(), run.ema_weights(stage), metadata=meta)
     if stage == 'finetune':  # the inference network: masks baked in, no auxiliary head
-        baked = {k: v for k, v in bake(copy.deepcopy(model)).state_dict().items() if not k.startswith(TRAINING_ONLY)}
+        baked = drop_training_only(bake(copy.deepcopy(model))).state_dict()
         save_safetensors(baked, run.baked, metadata=dict(meta, baked='true'))
     report = sparsity_report(model)
-    report.layers = [layer for layer in report.layers if not layer.name.startswith(TRAINING_ONLY)]
+    report.layers = [layer for layer in report.layers if not layer.name.startswith(training_only(model))]
     StageSummary(
         stage=stage, model=config.model, model_args=config.model_args(model.num_classes),
         cifar_stem=config.cifar_stem, k=config.k if stage != 'pretrain' else 1.0, global_k=config.global_k,

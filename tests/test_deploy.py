@@ -195,7 +195,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(DeployError, match='ONNX cannot express'):
         export_onnx(model, tmp_path / 'model.onnx', (3, 32, 32))
     assert not (tmp_path / 'model.onnx').exists()
-    with pytest.raises(DeployError, match='not a deployment folder.*--deploy'):
+    with pytest.raises(DeployError, match='not a deployment folder.*deploy_folder'):
         load_deployed(tmp_path)
     with pytest.raises(DeployError, match='1x1 conv'):
         SparseConv1x1(torch.nn.Conv2d(4, 4, 3))

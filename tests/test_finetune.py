@@ -28,9 +28,10 @@ README_COMMAND = ['recipes/train.py', '--config', 'recipes/configs/finetune.yaml
 SMALL = ['--cpu', '--batch_size', '16', '--finetune_epochs', '3', '--pretrain_epochs', '2']
 
 
-def weight_zeros(state):
-    """Exact zeros of every conv / linear weight (the data have 10 classes, like the tag: its classifier stays)."""
-    return {k: v == 0 for k, v in state.items() if k.endswith('.weight') and v.dim() in (2, 4)}
+def weight_zeros(state, classifier=True):
+    """Exact zeros of every conv / linear weight (``classifier=False``: of the backbone's only)."""
+    return {k: v == 0 for k, v in state.items() if k.endswith('.weight') and v.dim() in (2, 4)
+            and (classifier or not k.startswith('classifier.'))}
 
 
 @pytest.fixture(scope='module')
@@ -65,11 +66,15 @@ def test_sparse_finetune_learns_and_keeps_the_zero_pattern(runs):
     assert history[-1]['train_loss'] < history[0]['train_loss']
     baked = load_file(str(runs['sparse'] / 'finetune' / 'model_baked.safetensors'))
     tag = timm.create_model(TAG, pretrained=True).state_dict()
-    before, after = weight_zeros(tag), weight_zeros(baked)
+    before, after = weight_zeros(tag, classifier=False), weight_zeros(baked, classifier=False)
     assert before.keys() == after.keys() and len(before) > 10
     for name in before:
         assert torch.equal(before[name], after[name]), name
     assert sum(int(z.sum()) for z in before.values()) > 0.5 * sum(z.numel() for z in before.values())
+    # the config's reset_classifier: a new dense head, though the data have the tag's 10 classes
+    assert (tag['classifier.weight'] == 0).float().mean() > 0.5
+    assert baked['classifier.weight'].shape == (10, tag['classifier.weight'].shape[1])
+    assert not (baked['classifier.weight'] == 0).any()
 
 
 def test_dense_finetune_releases_the_zeros(runs):
@@ -125,3 +130,16 @@ def test_augmentation_switches():
     assert torch.equal(cifar_transforms(train=True, padding=0, flip=False)(image), cifar_transforms(train=False)(image))
     with pytest.raises(ValueError, match='crop_padding'):
         TrainConfig(crop_padding=-1)
+
+
+def test_reset_classifier_gives_pretrained_weights_a_new_dense_head():
+    from prdarts_timm.retrain import build_model
+    config = TrainConfig(model=TAG, pretrained=True, reset_classifier=True, auxiliary_weight=0)
+    torch.manual_seed(0)
+    model = build_model(config, num_classes=10)
+    tag = timm.create_model(TAG, pretrained=True)
+    assert not torch.equal(model.classifier.weight, tag.classifier.weight)
+    assert not (model.classifier.weight == 0).any() and (tag.classifier.weight == 0).any()
+    assert torch.equal(model.stem0[0].weight, tag.stem0[0].weight)  # the backbone is the tag's
+    with pytest.raises(ValueError, match='reset_classifier replaces the classifier of pretrained weights'):
+        TrainConfig(reset_classifier=True)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from timm.models.efficientnet import EfficientNet
 
+from ..builder import training_only
 from ..errors import DeployError
 from ..layers import check_baked
 from ..models import PRDarts
@@ -63,7 +64,7 @@ def compact(model: nn.Module) -> CompactionReport:
     if any(p.device.type != 'cpu' for p in model.parameters()):
         raise DeployError('compact() runs on the CPU: call model.cpu() first, then move the compacted network')
     model.eval()
-    params_before = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('aux_head.'))
+    params_before = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(training_only(model)))
     if isinstance(model, EfficientNet):
         before, after = compact_efficientnet(model)
     else:

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..builder import drop_training_only
 from ..errors import DeployError
 from ..ops import DilConv, FactorizedReduce, SepConv
 from .fold import bn_scale_shift, folded, nonzero_channels, pick, plain_conv
@@ -469,7 +470,7 @@ def compact_prdarts(model: nn.Module) -> Tuple[int, int]:
     classifier = head.build(s1)
     model.stem0, model.stem1, model.cells, model.classifier = new_stem0, new_stem1, nn.ModuleList(cells), classifier
     model.num_features = model.head_hidden_size = s1.layout.numel()
-    model.aux_head = None
+    drop_training_only(model)
     widths = dict(stem0=first.layout.numel(), stem1=second.layout.numel())
     widths.update({f'cells.{i}': graph.out.layout.numel() for i, graph in enumerate(graphs)})
     for info in model.feature_info:  # what forward_intermediates now returns

@@ -121,6 +121,9 @@ class PRDarts(nn.Module):
     ``stem_type='imagenet'``: the DARTS mobile-setting stems, stride 8 in total (224x224 inputs).
     Reduction cells sit at ``layers // 3`` and ``2 * layers // 3``.
     """
+    # submodules used in training only: the inference network (bake + export, compaction) drops them, and a
+    # global pruning threshold ranks the inference network's weights without them (prdarts_timm.builder)
+    training_only_modules = ('aux_head',)
 
     def __init__(
             self,

@@ -20,6 +20,7 @@ class TrainConfig:
     # model
     model: str = 'prdarts_c10_mini'  # any timm.create_model name (also hf-hub:org/name, local-dir:folder)
     pretrained: bool = False  # the first stage starts from the model's pretrained weights (new head if needed)
+    reset_classifier: bool = False  # with pretrained: a new dense classifier even for the same class count
     genotype: Optional[str] = None  # PR-DARTS models: a shipped genotype name or a search's genotype.json
     model_kwargs: Dict[str, Any] = field(default_factory=dict)  # more create_model kwargs (C, layers, ...)
     num_classes: Optional[int] = None  # default: the number of classes of the data
@@ -72,7 +73,8 @@ class TrainConfig:
 
     # keys added after runs were made, with the value that continues such a run as it started
     ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', channels_last=False, compile=False,
-                                                 crop_padding=4, hflip=True, holdout_fraction=0.1)
+                                                 crop_padding=4, hflip=True, holdout_fraction=0.1,
+                                                 reset_classifier=False)
 
     def __post_init__(self):
         check_k(self.k)
@@ -106,6 +108,9 @@ class TrainConfig:
             raise ValueError(f'mixup / cutmix mix pairs of images: batch_size must be even, got {self.batch_size}')
         if self.pretrained and self.source:
             raise ValueError('pretrained and source both say where the first stage starts: set one of them')
+        if self.reset_classifier and not self.pretrained:
+            raise ValueError('reset_classifier replaces the classifier of pretrained weights: set pretrained true, '
+                             'or reset_classifier false')
         if self.pretrained and self.auxiliary_weight > 0:
             raise ValueError('pretrained weights come without the auxiliary head (it is training only): set '
                              'auxiliary_weight 0 to fine-tune from them')

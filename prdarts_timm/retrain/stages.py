@@ -17,7 +17,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..builder import create_model
+from ..builder import create_model, training_only
 from ..checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
 from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
@@ -26,15 +26,14 @@ from ..distributed import average_across_processes
 from .config import STAGES, TrainConfig
 
 __all__ = ['build_model', 'prepare_stage', 'read_source', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
-           'sync_batchnorm_stats', 'TRAINING_ONLY']
+           'sync_batchnorm_stats']
 
-TRAINING_ONLY = ('aux_head.',)
 # Dense weights can hold a few exact zeros (a uniform init draws 0.0 about once in 2**24 values), which loading
 # keeps as a zero pattern; a source counts as pruned only when more than this fraction of its weights is zero.
 STRAY_ZEROS = 0.01  # layers the inference network drops: pruned per layer, never in a global ranking
 
-SOURCE_HINT = ('build the model the source was trained with: the same --model, --model_kwargs, --genotype, '
-               '--num_classes, --cifar_stem and --auxiliary_weight (0 or not: the auxiliary head)')
+SOURCE_HINT = ('build the model the source was trained with: the same model, model_kwargs, genotype, num_classes, '
+               'cifar_stem and auxiliary_weight (0 or not: the auxiliary head)')
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -44,8 +43,10 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     if kwargs.get('auxiliary') and timm.is_model(arch) and arch not in timm.list_models(module='prdarts'):
         raise ConfigError(f'{config.model} has no auxiliary head: set auxiliary_weight 0 (the auxiliary loss '
                           'applies to the PR-DARTS models)')
-    return convert_to_pruned(create_model(config.model, cifar_stem=config.cifar_stem, pretrained=config.pretrained,
-                                          **kwargs))
+    model = create_model(config.model, cifar_stem=config.cifar_stem, pretrained=config.pretrained, **kwargs)
+    if config.pretrained and config.reset_classifier:  # a new head (timm keeps the pretrained one for the same count)
+        model.reset_classifier(model.num_classes)
+    return convert_to_pruned(model)
 
 
 def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
@@ -77,7 +78,7 @@ def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
         set_pruning(model, 'dense')
     elif stage == 'prune':
         init_scores_scaled(model)
-        set_pruning(model, 'learn', k=config.k, global_k=config.global_k, exclude=TRAINING_ONLY)
+        set_pruning(model, 'learn', k=config.k, global_k=config.global_k, exclude=training_only(model))
         scores = {id(layer.scores) for layer in layers}
         for p in model.parameters():
             p.requires_grad_(id(p) in scores)
@@ -101,28 +102,28 @@ def read_source(stage: str, path: Optional[Path]) -> Optional[Dict[str, torch.Te
         if stage == 'pretrain':
             return None
         previous = STAGES[STAGES.index(stage) - 1]
-        raise CheckpointError(f'{stage} starts from the {previous} stage\'s weights: run it in the same call '
-                              f'(--stages [{previous}, {stage}]) or pass --source <run>/{previous}/model.safetensors')
+        raise CheckpointError(f'{stage} starts from the {previous} stage\'s weights: run both in one run (stages '
+                              f'[{previous}, {stage}]) or set source to <run>/{previous}/model.safetensors')
     if not path.exists():
         previous = STAGES[STAGES.index(stage) - 1] if stage != 'pretrain' else None
         raise CheckpointError(f'the {stage} stage\'s source checkpoint {str(path)!r} does not exist' + (
-            f'; run the {previous} stage first (--stages [{previous}, {stage}]) or pass --source FILE'
-            if previous else '; pass an existing --source, or none to pretrain from scratch'))
+            f'; run the {previous} stage first (stages [{previous}, {stage}]) or set source to an existing file'
+            if previous else '; set source to an existing file, or to none to pretrain from scratch'))
     return read_state_dict(path)
 
 
 def follow_global_k(model: nn.Module, config: TrainConfig) -> None:
     """With ``global_k``, re-rank all scores after a prune step: the per-layer counts follow the scores."""
     if config.global_k:
-        set_global_k(model, config.k, exclude=TRAINING_ONLY)
+        set_global_k(model, config.k, exclude=training_only(model))
 
 
 def check_kept_fraction(model: nn.Module, k: float, global_k: bool, source_name: str = '') -> None:
     """Raise a :class:`CheckpointError` unless the masks keep exactly what ``k`` (per layer, or global over
     the inference network's layers with the training-only ones per layer) keeps."""
-    layers = [(name, layer) for name, layer in pruned_layers(model)]
-    ranked = [(n, layer) for n, layer in layers if not (global_k and n.startswith(TRAINING_ONLY))]
-    per_layer = [(n, layer) for n, layer in layers if not global_k or n.startswith(TRAINING_ONLY)]
+    layers, apart = list(pruned_layers(model)), training_only(model)
+    ranked = [(n, layer) for n, layer in layers if not (global_k and n.startswith(apart))]
+    per_layer = [(n, layer) for n, layer in layers if not global_k or n.startswith(apart)]
     kept = sum(layer.num_keep for _, layer in layers)
     total = sum(layer.weight.numel() for _, layer in layers)
     wrong = None
