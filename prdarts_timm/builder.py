@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from .checkpoint import load_state_dict_checked, read_state_dict
 from .errors import ModelError
-from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD, PRDarts
+from .cifar import CIFAR10_MEAN, CIFAR10_STD
+from .models.prdarts import PRDarts
 
 __all__ = ['ModelError', 'create_model', 'load_model', 'adapt_to_cifar', 'training_only', 'drop_training_only']
 

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from .errors import DatasetError, DatasetNotFoundError
-from .models.prdarts import CIFAR10_MEAN, CIFAR10_STD
+from .cifar import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = [
     'CIFAR10_MEAN', 'CIFAR10_STD', 'DATA_FORMATS', 'MINI_CIFAR10_PATH', 'SOURCES', 'DatasetError', 'DatasetNotFoundError',

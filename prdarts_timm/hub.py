@@ -30,7 +30,6 @@ from .checkpoint import encode_sparse, read_state_dict, save_safetensors
 from .errors import CardError, CheckpointError, HubError
 from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256
 from .layers import bake
-from .models.prdarts import WEIGHTS_DIR
 
 __all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
            'check_folder', 'check_repo_id', 'read_json', 'REQUIRED_FILES']
@@ -252,12 +251,13 @@ def check_folder(folder: Union[str, os.PathLike]) -> List[Path]:
 
 
 def bundle_weights(folder: Union[str, os.PathLike], name: str, hub_id: str,
-                   weights_dir: Union[str, os.PathLike, None] = None) -> Dict[str, str]:
-    """Make the exported ``folder`` the weights the package carries for tag ``name`` (``model.tag``): its
-    compact ``model.sparse.safetensors`` (else ``model.safetensors``) is copied into ``weights_dir`` (default:
-    ``prdarts_timm/weights``) and ``index.json`` gets the entry (file, sha256, hf_hub_id) that timm's registry
-    reads on the next import. Maintainers run it (``recipes/export.py --bundle``) when publishing a tag."""
-    folder, weights_dir = Path(folder), Path(weights_dir or WEIGHTS_DIR)
+                   weights_dir: Union[str, os.PathLike]) -> Dict[str, str]:
+    """Make the exported ``folder`` the weights a source checkout carries for tag ``name`` (``model.tag``): its
+    compact ``model.sparse.safetensors`` (else ``model.safetensors``) is copied into ``weights_dir`` (the
+    checkout's ``prdarts_timm/weights``, given by the caller: the library never writes into where it is
+    installed) and ``index.json`` there gets the entry (file, sha256, hf_hub_id) that timm's registry reads on
+    the next import. Maintainers run it (``recipes/export.py --bundle``) when publishing a tag."""
+    folder, weights_dir = Path(folder), Path(weights_dir)
     check_folder(folder)
     check_repo_id(hub_id)
     if '.' not in name or name not in timm.list_models(name.split('.')[0], include_tags=True):

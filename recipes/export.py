@@ -43,6 +43,7 @@ from prdarts_timm.run_folder import TrainRun
 from prdarts_timm.training import input_size
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
+CHECKOUT_WEIGHTS = Path(__file__).resolve().parents[1] / 'prdarts_timm' / 'weights'  # what --bundle writes
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,8 +123,8 @@ def main() -> None:
     print(f'exported {args.name} to {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
     print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) after import prdarts_timm")
     if args.bundle:
-        entry = bundle_weights(folder, args.name, args.hub_id)
-        print(f'bundled {args.name}: prdarts_timm/weights/{entry["file"]} (sha256 {entry["sha256"][:12]}...)')
+        entry = bundle_weights(folder, args.name, args.hub_id, CHECKOUT_WEIGHTS)
+        print(f'bundled {args.name}: {CHECKOUT_WEIGHTS / entry["file"]} (sha256 {entry["sha256"][:12]}...)')
 
 
 if __name__ == '__main__':

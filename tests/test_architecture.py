@@ -18,7 +18,7 @@ PACKAGE = 'prdarts_timm'
 LAZY_ALLOWED = {'onnx', 'onnxruntime', 'matplotlib', 'tensorboard'}
 # bottom first; a module (or package) belongs to the first layer that names it or a package above it
 LAYERS = [
-    ('bottom', ['errors', 'io', 'distributed']),
+    ('bottom', ['errors', 'io', 'distributed', 'cifar']),
     ('maths', ['layers', 'ops', 'genotypes', 'pruning', 'profile']),
     ('models', ['models', 'checkpoint', 'builder']),
     ('data and configs', ['data', 'tensor_data', 'synthetic_data', 'config']),
@@ -112,7 +112,8 @@ def test_the_graph_sees_the_imports():
     graph, _ = _graph()
     assert len(graph) > 20
     assert 'prdarts_timm.errors' in graph['prdarts_timm.compact.cells']  # relative, two levels
-    assert {'prdarts_timm.models', 'prdarts_timm.models.prdarts'} <= graph['prdarts_timm.data']
+    assert {'prdarts_timm.models', 'prdarts_timm.models.prdarts'} <= graph['prdarts_timm.builder']
+    assert 'prdarts_timm.cifar' in graph['prdarts_timm.data'] and 'prdarts_timm.models' not in graph['prdarts_timm.data']
     assert 'prdarts_timm.compact' in graph['prdarts_timm.deploy']
     assert _find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
 

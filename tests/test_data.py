@@ -13,7 +13,7 @@ from prdarts_timm.data import (
     CIFAR10_MEAN, DatasetError, DatasetNotFoundError, MINI_CIFAR10_PATH, build_dataset, cifar_transforms,
     split_train, Cutout,
 )
-from prdarts_timm.models.prdarts import CIFAR10_MEAN as MODEL_MEAN
+from prdarts_timm.models.prdarts import CIFAR10_MEAN as MODEL_MEAN  # re-exported from prdarts_timm.cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SOURCE = ROOT.parent / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'

@@ -26,6 +26,7 @@ from timm.models._pretrained import PretrainedCfg
 from timm.models._registry import get_pretrained_cfg, list_pretrained
 
 from ..checkpoint import decode_sparse
+from ..cifar import CIFAR10_MEAN, CIFAR10_STD
 from ..errors import CheckpointError, PretrainedWeightsError
 from ..genotypes import Genotype, get_genotype
 from ..io import file_sha256
@@ -34,8 +35,6 @@ from ..ops import FactorizedReduce, ReLUConvBN, make_op
 
 __all__ = ['PRDarts', 'Cell', 'CIFAR10_MEAN', 'CIFAR10_STD', 'PretrainedWeightsError']
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 class Cell(nn.Module):

@@ -1,0 +1,7 @@
+"""CIFAR-10's per-channel mean and std (of the training split, in [0, 1]): the DARTS normalization that the
+CIFAR models' ``pretrained_cfg``, the data transforms and the tensor data path share."""
+
+__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD']
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
