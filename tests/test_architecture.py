@@ -114,7 +114,7 @@ def test_the_graph_sees_the_imports():
     assert 'prdarts_timm.errors' in graph['prdarts_timm.compact.cells']  # relative, two levels
     assert {'prdarts_timm.models', 'prdarts_timm.models.prdarts'} <= graph['prdarts_timm.builder']
     assert 'prdarts_timm.cifar' in graph['prdarts_timm.data'] and 'prdarts_timm.models' not in graph['prdarts_timm.data']
-    assert 'prdarts_timm.compact' in graph['prdarts_timm.deploy']
+    assert 'prdarts_timm.compact' in graph['prdarts_timm.deploy.folder']
     assert _find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
 
 
