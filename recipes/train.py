@@ -281,9 +281,10 @@ def stage_model(stage: str, config: TrainConfig, num_classes: int,
     device, the same on every rank."""
     from_pretrained = config.pretrained and stage == config.stages[0]
     source = None if from_pretrained else source_for(stage, config)
-    model = build_model(config, num_classes=num_classes)
-    prepare_stage(model, stage, config, None if from_pretrained else read_source(stage, source), str(source),
-                  pretrained=from_pretrained)
+    model = build_model(config.model, config.model_args(num_classes), cifar_stem=config.cifar_stem,
+                        pretrained=config.pretrained, reset_classifier=config.reset_classifier)
+    prepare_stage(model, stage, None if from_pretrained else read_source(stage, source), str(source),
+                  k=config.k if stage != 'pretrain' else 1.0, global_k=config.global_k, pretrained=from_pretrained)
     model.to(accelerator.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     broadcast_from_rank0(model)
     return model, source, from_pretrained
@@ -377,7 +378,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
                 accelerator.print(f'[{stage}] torch.compile: the first step took {time.time() - step_started:.1f} s')
             state.epoch_losses.append(loss)
             if stage == 'prune':
-                follow_global_k(model, config)
+                follow_global_k(model, config.k, config.global_k)
             state.step += 1
             state.stage_step += 1
             state.scheduler.step_update(state.stage_step)

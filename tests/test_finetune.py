@@ -136,7 +136,7 @@ def test_reset_classifier_gives_pretrained_weights_a_new_dense_head():
     from prdarts_timm.retrain import build_model
     config = TrainConfig(model=TAG, pretrained=True, reset_classifier=True, auxiliary_weight=0)
     torch.manual_seed(0)
-    model = build_model(config, num_classes=10)
+    model = build_model(config.model, config.model_args(10), pretrained=True, reset_classifier=True)
     tag = timm.create_model(TAG, pretrained=True)
     assert not torch.equal(model.classifier.weight, tag.classifier.weight)
     assert not (model.classifier.weight == 0).any() and (tag.classifier.weight == 0).any()

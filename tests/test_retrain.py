@@ -19,16 +19,24 @@ def config(**kwargs) -> TrainConfig:
     return TrainConfig(**dict(TINY, **kwargs))
 
 
+def build(cfg: TrainConfig, num_classes: int = 10) -> nn.Module:
+    return build_model(cfg.model, cfg.model_args(num_classes), cifar_stem=cfg.cifar_stem)
+
+
+def stage(model: nn.Module, name: str, cfg: TrainConfig, *source) -> None:
+    prepare_stage(model, name, *source, k=cfg.k, global_k=cfg.global_k)
+
+
 def test_stage_states_and_trained_parameters():
     cfg = config(k=0.05)
-    model = build_model(cfg, num_classes=10)
-    prepare_stage(model, 'pretrain', cfg)
+    model = build(cfg)
+    stage(model, 'pretrain', cfg)
     assert all(layer.mode == 'dense' for _, layer in pruned_layers(model))
     assert all(layer.scores is None and layer.mask is None for _, layer in pruned_layers(model))
     pretrained = {k: v.clone() for k, v in model.state_dict().items()}
 
-    pruned = build_model(cfg, num_classes=10)
-    prepare_stage(pruned, 'prune', cfg, pretrained, 'pretrain.safetensors')
+    pruned = build(cfg)
+    stage(pruned, 'prune', cfg, pretrained, 'pretrain.safetensors')
     scores = {id(layer.scores) for _, layer in pruned_layers(pruned)}
     assert {id(p) for p in pruned.parameters() if p.requires_grad} == scores  # BN affine frozen too
     for _, layer in pruned_layers(pruned):
@@ -36,8 +44,8 @@ def test_stage_states_and_trained_parameters():
     pruned(torch.randn(2, 3, 32, 32))
     saved = pruned.state_dict()
 
-    tuned = build_model(cfg, num_classes=10)
-    prepare_stage(tuned, 'finetune', cfg, saved, 'prune.safetensors')
+    tuned = build(cfg)
+    stage(tuned, 'finetune', cfg, saved, 'prune.safetensors')
     for name, layer in pruned_layers(tuned):
         assert layer.mode == 'fixed' and torch.equal(layer.mask, saved[f'{name}.mask'])
         assert layer.weight.requires_grad and not layer.scores.requires_grad
@@ -46,28 +54,28 @@ def test_stage_states_and_trained_parameters():
 
 def test_prepare_stage_refuses_wrong_sources():
     cfg = config(k=0.05)
-    model = build_model(cfg, num_classes=10)
-    prepare_stage(model, 'pretrain', cfg)
+    model = build(cfg)
+    stage(model, 'pretrain', cfg)
     with pytest.raises(CheckpointError, match='prune starts from a checkpoint'):
-        prepare_stage(build_model(cfg, 10), 'prune', cfg)
+        stage(build(cfg, 10), 'prune', cfg)
     dense = model.state_dict()
     with pytest.raises(CheckpointError, match=r'pruned at another k.*k=0.05 keeps'):
-        prepare_stage(build_model(cfg, 10), 'finetune', cfg, dense, 'dense.safetensors')
-    pruned = build_model(cfg, 10)
-    prepare_stage(pruned, 'prune', cfg, dense, 'pretrain.safetensors')
+        stage(build(cfg, 10), 'finetune', cfg, dense, 'dense.safetensors')
+    pruned = build(cfg, 10)
+    stage(pruned, 'prune', cfg, dense, 'pretrain.safetensors')
     with pytest.raises(CheckpointError, match=r"already pruned .*--stages \[finetune\]"):
-        prepare_stage(build_model(cfg, 10), 'prune', cfg, pruned.state_dict(), 'prune.safetensors')
+        stage(build(cfg, 10), 'prune', cfg, pruned.state_dict(), 'prune.safetensors')
     with pytest.raises(CheckpointError, match='global k=0.05 keeps'):
-        prepare_stage(build_model(cfg, 10), 'finetune', config(k=0.05, global_k=True), pruned.state_dict(), 'x')
+        stage(build(cfg, 10), 'finetune', config(k=0.05, global_k=True), pruned.state_dict(), 'x')
     with pytest.raises(CheckpointError, match='does not match the model'):
-        prepare_stage(build_model(config(model_kwargs=dict(C=8, layers=3)), 10), 'finetune', cfg,
+        stage(build(config(model_kwargs=dict(C=8, layers=3)), 10), 'finetune', cfg,
                       pruned.state_dict(), 'x')
 
 
 def test_global_k_ranks_the_inference_network_and_follows_the_scores():
     cfg = config(k=0.1, global_k=True)
-    model = build_model(cfg, 10)
-    prepare_stage(model, 'prune', cfg, build_model(cfg, 10).state_dict(), 'x')
+    model = build(cfg, 10)
+    stage(model, 'prune', cfg, build(cfg, 10).state_dict(), 'x')
     check_kept_fraction(model, 0.1, True)
     ranked = [layer for name, layer in pruned_layers(model) if not name.startswith('aux_head.')]
     aux = [layer for name, layer in pruned_layers(model) if name.startswith('aux_head.')]
@@ -79,7 +87,7 @@ def test_global_k_ranks_the_inference_network_and_follows_the_scores():
     with torch.no_grad():  # this layer's scores now outrank every other layer's (x1000 did not always)
         top = max(float(layer.scores.abs().max()) for layer in ranked)
         ranked[0].scores.abs_().add_(top)
-    follow_global_k(model, cfg)
+    follow_global_k(model, cfg.k, cfg.global_k)
     assert ranked[0].num_keep == min(ranked[0].weight.numel(), kept_count(sum(l.weight.numel() for l in ranked), 0.1))
     assert ranked[0].num_keep > before
     check_kept_fraction(model, 0.1, True)
@@ -103,14 +111,14 @@ def test_config_validation(tmp_path):
 
 
 def test_auxiliary_head_only_for_prdarts():
-    assert build_model(config(), 10).aux_head is not None
-    assert build_model(config(auxiliary_weight=0), 10).aux_head is None
-    with pytest.raises(ConfigError, match='resnet18 has no auxiliary head: set auxiliary_weight 0'):
-        build_model(config(model='resnet18', model_kwargs={}), 10)
+    assert build(config(), 10).aux_head is not None
+    assert build(config(auxiliary_weight=0), 10).aux_head is None
+    with pytest.raises(ConfigError, match=r'resnet18 has no auxiliary head: build it without one \(auxiliary_weight 0'):
+        build(config(model='resnet18', model_kwargs={}), 10)
 
 
 def test_drop_path_ramp():
-    model = build_model(config(drop_path_rate=0.2), 10)
+    model = build(config(drop_path_rate=0.2), 10)
     base = {}
     set_drop_path_scale(model, 0.5, base)
     rates = [m.drop_prob for m in model.modules() if isinstance(m, timm.layers.DropPath)]
@@ -152,5 +160,5 @@ def test_genotype_file_builds_cifar_and_imagenet_networks(tmp_path):
     searched = get_genotype('darts_v2')
     searched.save(tmp_path / 'genotype.json')
     for name in ('prdarts_c10_mini', 'prdarts_in1k'):
-        model = build_model(config(model=name, genotype=str(tmp_path / 'genotype.json'), auxiliary_weight=0), 10)
+        model = build(config(model=name, genotype=str(tmp_path / 'genotype.json'), auxiliary_weight=0), 10)
         assert model.genotype == searched

@@ -292,5 +292,5 @@ def test_bad_sources_in_process(runs, tmp_path):
         read_source('finetune', tmp_path / 'corrupt.safetensors')
     config = TrainConfig(model='darts_v2_c10_mini', stages=['finetune'])
     with pytest.raises(CheckpointError, match=r'does not match the model.*missing key\(s\).*same model, model_kwargs'):
-        prepare_stage(build_model(config, 10), 'finetune', config, read_source('finetune', prune_out),
+        prepare_stage(build_model(config.model, config.model_args(10)), 'finetune', read_source('finetune', prune_out),
                       str(prune_out))

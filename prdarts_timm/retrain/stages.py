@@ -11,7 +11,7 @@ weight, bias and BN affine parameter as pretrained (BN running statistics do fol
 Finetune takes the mask saved by prune as it is; it never re-selects it.
 """
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import timm
 import torch
@@ -23,7 +23,7 @@ from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
 from ..pruning import fix_current_masks, init_scores_scaled, set_global_k, set_pruning
 from ..distributed import average_across_processes
-from .config import STAGES, TrainConfig
+from .config import STAGES
 
 __all__ = ['build_model', 'prepare_stage', 'read_source', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
            'sync_batchnorm_stats']
@@ -36,22 +36,23 @@ SOURCE_HINT = ('build the model the source was trained with: the same model, mod
                'cifar_stem and auxiliary_weight (0 or not: the auxiliary head)')
 
 
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The model ``config`` names, every conv and linear a pruned layer (in dense mode)."""
-    kwargs = config.model_args(num_classes)
-    arch = config.model.split('.')[0]
-    if kwargs.get('auxiliary') and timm.is_model(arch) and arch not in timm.list_models(module='prdarts'):
-        raise ConfigError(f'{config.model} has no auxiliary head: set auxiliary_weight 0 (the auxiliary loss '
-                          'applies to the PR-DARTS models)')
-    model = create_model(config.model, cifar_stem=config.cifar_stem, pretrained=config.pretrained, **kwargs)
-    if config.pretrained and config.reset_classifier:  # a new head (timm keeps the pretrained one for the same count)
+def build_model(name: str, model_args: Dict[str, Any], cifar_stem: bool = False, pretrained: bool = False,
+                reset_classifier: bool = False) -> nn.Module:
+    """``name`` built with ``model_args`` (``timm.create_model`` kwargs; :meth:`TrainConfig.model_args`), every
+    conv and linear a pruned layer (in dense mode). ``reset_classifier``: pretrained weights get a new classifier
+    even for the class count they have (timm keeps theirs then)."""
+    arch = name.split('.')[0]
+    if model_args.get('auxiliary') and timm.is_model(arch) and arch not in timm.list_models(module='prdarts'):
+        raise ConfigError(f'{name} has no auxiliary head: build it without one (auxiliary_weight 0; the '
+                          'auxiliary loss applies to the PR-DARTS models)')
+    model = create_model(name, cifar_stem=cifar_stem, pretrained=pretrained, **model_args)
+    if pretrained and reset_classifier:
         model.reset_classifier(model.num_classes)
     return convert_to_pruned(model)
 
 
-def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
-                  source: Optional[Dict[str, torch.Tensor]] = None, source_name: str = '',
-                  pretrained: bool = False) -> None:
+def prepare_stage(model: nn.Module, stage: str, source: Optional[Dict[str, torch.Tensor]] = None,
+                  source_name: str = '', k: float = 1.0, global_k: bool = False, pretrained: bool = False) -> None:
     """Put a freshly built ``model`` in the state ``stage`` trains, starting from the ``source`` state dict,
     or (``pretrained=True``) from the weights the model was created with: then pretrain releases their
     masks (dense fine-tuning) and finetune keeps them as the zeros give them (sparse fine-tuning), whatever
@@ -78,13 +79,13 @@ def prepare_stage(model: nn.Module, stage: str, config: TrainConfig,
         set_pruning(model, 'dense')
     elif stage == 'prune':
         init_scores_scaled(model)
-        set_pruning(model, 'learn', k=config.k, global_k=config.global_k, exclude=training_only(model))
+        set_pruning(model, 'learn', k=k, global_k=global_k, exclude=training_only(model))
         scores = {id(layer.scores) for layer in layers}
         for p in model.parameters():
             p.requires_grad_(id(p) in scores)
     else:
         if not pretrained:
-            check_kept_fraction(model, config.k, config.global_k, source_name)
+            check_kept_fraction(model, k, global_k, source_name)
         # loading a pruned state dict put the pruned layers in 'fixed' mode with the saved masks; pretrained
         # weights hold their zeros as a pattern, made explicit here so that checkpoints restore it exactly
         fix_current_masks(model)
@@ -112,10 +113,10 @@ def read_source(stage: str, path: Optional[Path]) -> Optional[Dict[str, torch.Te
     return read_state_dict(path)
 
 
-def follow_global_k(model: nn.Module, config: TrainConfig) -> None:
+def follow_global_k(model: nn.Module, k: float, global_k: bool) -> None:
     """With ``global_k``, re-rank all scores after a prune step: the per-layer counts follow the scores."""
-    if config.global_k:
-        set_global_k(model, config.k, exclude=training_only(model))
+    if global_k:
+        set_global_k(model, k, exclude=training_only(model))
 
 
 def check_kept_fraction(model: nn.Module, k: float, global_k: bool, source_name: str = '') -> None:
