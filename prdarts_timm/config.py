@@ -7,11 +7,54 @@ from typing import Any, Dict, Optional, Type, TypeVar
 
 import yaml
 
+from .data import DATA_FORMATS, SOURCES
 from .errors import ConfigError
 
-__all__ = ['ConfigError', 'add_config_args', 'load_config', 'config_to_yaml', 'check_same_config']
+__all__ = ['ConfigError', 'RunConfig', 'add_config_args', 'load_config', 'config_to_yaml', 'check_same_config']
 
 T = TypeVar('T')
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The keys both recipes' configs have (where the run goes, data, speed, logging), checked once. The
+    search's ``SearchConfig`` and the retraining's ``TrainConfig`` add their own and may change a default."""
+    output: str = 'runs/run'
+    seed: int = 0
+    # data
+    data_source: str = 'mini'
+    data_root: Optional[str] = None
+    download: bool = False
+    data_format: str = 'tensor'  # 'tensor': decoded once, augmented in batches on the device; 'pil': a DataLoader
+    batch_size: int = 64  # per process
+    num_workers: int = 0  # DataLoader workers (data_format pil)
+    # steps
+    grad_clip: float = 5.0  # 0 = off
+    max_steps_per_epoch: Optional[int] = None
+    # speed
+    mixed_precision: str = 'no'  # or 'bf16' (autocast)
+    channels_last: bool = True  # model and batches in the channels-last memory format
+    compile: bool = False  # torch.compile the training forward (minutes of compiling first)
+    # run
+    checkpoint_every: int = 200  # steps
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.data_source not in SOURCES:
+            raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(f'data_format must be one of {DATA_FORMATS}, got {self.data_format!r}')
+        if self.mixed_precision not in ('no', 'bf16'):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f'max_steps_per_epoch must be >= 1 (or null for whole epochs), got '
+                             f'{self.max_steps_per_epoch}')
+        for name in ('batch_size', 'checkpoint_every', 'log_every'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        for name in ('num_workers', 'grad_clip'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: Type) -> None:

@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
 
-from ..data import DATA_FORMATS, SOURCES
+from ..config import RunConfig
 from ..layers import check_k
 
 __all__ = ['STAGES', 'TrainConfig']
@@ -11,10 +11,10 @@ STAGES = ('pretrain', 'prune', 'finetune')
 
 
 @dataclass
-class TrainConfig:
-    """Defaults: the CPU demo (a mini PR-DARTS network on the embedded mini CIFAR-10, 99% sparsity)."""
+class TrainConfig(RunConfig):
+    """Defaults: the CPU demo (a mini PR-DARTS network on the embedded mini CIFAR-10, 99% sparsity). The keys
+    both recipes have (data, speed, logging): :class:`prdarts_timm.config.RunConfig`."""
     output: str = 'runs/train'
-    seed: int = 0
     stages: List[str] = field(default_factory=lambda: list(STAGES))
     source: Optional[str] = None  # checkpoint the first stage starts from (default: the previous stage's output)
     # model
@@ -32,14 +32,8 @@ class TrainConfig:
     k: float = 0.01  # fraction of weights kept
     global_k: bool = False  # one threshold across all layers instead of k per layer
     # data
-    data_source: str = 'mini'
-    data_root: Optional[str] = None
-    download: bool = False
     eval_split: str = 'test'  # or 'holdout': holdout_fraction of each train class, not trained on
     holdout_fraction: float = 0.1
-    data_format: str = 'tensor'  # 'tensor': decoded once, augmented in batches on the device; 'pil': a DataLoader
-    batch_size: int = 64  # per process
-    num_workers: int = 0  # DataLoader workers (data_format pil)
     cutout: int = 16  # DARTS cutout length on 32x32 inputs (0 = off)
     crop_padding: int = 4  # DARTS random crop of 32x32 inputs padded by this many pixels (0 = no crop)
     hflip: bool = True  # random horizontal flips of 32x32 inputs (off for text, digits, ...)
@@ -59,17 +53,10 @@ class TrainConfig:
     sched: str = 'cosine'
     warmup_epochs: int = 0
     min_lr: float = 0.0
-    grad_clip: float = 5.0  # 0 = off
-    max_steps_per_epoch: Optional[int] = None
-    mixed_precision: str = 'no'  # or 'bf16' (autocast)
-    channels_last: bool = True  # model and batches in the channels-last memory format
-    compile: bool = False  # torch.compile the training forward (minutes of compiling first)
     model_ema: bool = False  # EMA of the weights in pretrain and finetune (timm ModelEmaV3)
     model_ema_decay: float = 0.999
     # run
     eval_max_batches: Optional[int] = None  # evaluate on the first N batches of eval_split only
-    checkpoint_every: int = 200  # steps
-    log_every: int = 10
 
     # keys added after runs were made, with the value that continues such a run as it started
     ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', channels_last=False, compile=False,
@@ -77,31 +64,22 @@ class TrainConfig:
                                                  reset_classifier=False)
 
     def __post_init__(self):
+        super().__post_init__()
         check_k(self.k)
         self.stages = list(self.stages)
         if not self.stages or self.stages != [s for s in STAGES if s in self.stages]:
             raise ValueError(f'stages must be a non-empty list of {list(STAGES)} in that order, each once; got '
                              f'{self.stages}')
-        if self.data_source not in SOURCES:
-            raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
-        if self.data_format not in DATA_FORMATS:
-            raise ValueError(f'data_format must be one of {DATA_FORMATS}, got {self.data_format!r}')
-        if self.mixed_precision not in ('no', 'bf16'):
-            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
-        for name in ('batch_size', 'checkpoint_every', 'log_every'):
-            if getattr(self, name) < 1:
-                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('max_steps_per_epoch', 'eval_max_batches', 'num_classes'):
+        for name in ('eval_max_batches', 'num_classes'):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1 (or null), got {getattr(self, name)}')
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f'holdout_fraction must be in (0, 1), got {self.holdout_fraction}')
-        for name in ('pretrain_epochs', 'prune_epochs', 'finetune_epochs', 'warmup_epochs', 'cutout', 'num_workers',
-                     'crop_padding'):
+        for name in ('pretrain_epochs', 'prune_epochs', 'finetune_epochs', 'warmup_epochs', 'cutout', 'crop_padding'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         for name in ('auxiliary_weight', 'drop_path_rate', 'drop_rate', 'mixup', 'cutmix', 'label_smoothing',
-                     'grad_clip', 'weight_decay'):
+                     'weight_decay'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
