@@ -11,48 +11,7 @@ set -euo pipefail
 DATA=${1:?usage: run.sh DATA_ROOT [OUTPUT]}
 OUT=${2:-runs/replicate}
 CONFIG=${CONFIG:-recipes/configs/replicate_cifar10_cpu.yaml}
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
-LAUNCH=(accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no)
-
-# train NAME OUTPUT LAST_STAGE ARGS...: run (or resume) recipes/train.py unless LAST_STAGE is complete
-train() {
-  local name=$1 out=$2 last=$3; shift 3
-  if [ -f "$out/$last/summary.json" ]; then echo "[$name] done: $out"; return; fi
-  local resume=()
-  [ -f "$out/config.yaml" ] && resume=(--resume)
-  echo "[$name] $(date -u +%FT%TZ) train -> $out"
-  "${LAUNCH[@]}" recipes/train.py --config "$CONFIG" --output "$out" --data_root "$DATA" "${resume[@]}" "$@" \
-    > "$out.log" 2>&1
-}
-
-# evaluate NAME CHECKPOINT JSON ARGS...: recipes/evaluate.py on the whole test split unless JSON exists
-evaluate() {
-  local name=$1 ckpt=$2 json=$3; shift 3
-  if [ -f "$json" ]; then echo "[$name] evaluated: $json"; return; fi
-  echo "[$name] $(date -u +%FT%TZ) evaluate $ckpt"
-  python recipes/evaluate.py --checkpoint "$ckpt" --data_source imagefolder --data_root "$DATA" --split test \
-    --batch_size 200 --threads 1 --latency_repeats 20 --output "$json" "$@" > "${json%.json}.log" 2>&1
-}
-
-# dense NAME TRAIN_ARGS... -- EVAL_ARGS...: pretrain once (and evaluate it: the dense reference)
-dense() {
-  local name=$1; shift
-  local targs=(); while [ "$1" != "--" ]; do targs+=("$1"); shift; done; shift
-  mkdir -p "$OUT/$name"
-  train "$name" "$OUT/$name/dense" pretrain --stages '[pretrain]' "${targs[@]}"
-  evaluate "$name" "$OUT/$name/dense/pretrain/model.safetensors" "$OUT/$name/eval_dense.json" "$@" --no_latency
-}
-
-# sparse NAME K TRAIN_ARGS... -- EVAL_ARGS...: prune + finetune from the pretrained weights at k = K
-sparse() {
-  local name=$1 k=$2; shift 2
-  local targs=(); while [ "$1" != "--" ]; do targs+=("$1"); shift; done; shift
-  local source=$OUT/$name/dense/pretrain/model.safetensors
-  while [ ! -f "$OUT/$name/dense/pretrain/summary.json" ]; do sleep 30; done  # pretrained by the other stream
-  train "$name k=$k" "$OUT/$name/k$k" finetune --stages '[prune, finetune]' --k "$k" --source "$source" \
-    "${targs[@]}"
-  evaluate "$name k=$k" "$OUT/$name/k$k/finetune/model_baked.safetensors" "$OUT/$name/eval_k$k.json" "$@"
-}
+source "$(dirname "$0")/../train_and_evaluate.sh"  # train, evaluate, dense, sparse
 
 P99=(prdarts_c10_micro --model prdarts_c10_micro -- --model prdarts_c10_micro)
 CPU99=(prdarts_cpu_c10_micro --model prdarts_cpu_c10_micro -- --model prdarts_cpu_c10_micro)
