@@ -128,8 +128,23 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         eval_command=env.get('command'), torch_version=env.get('torch'), timm_version=env.get('timm'),
         prdarts_version=env.get('prdarts_timm'), train_command=_commands(summary), train_budget=budget,
         last_top1=history[-1].get('top1') if history else None,
+        allocation=_allocation(summary.get('pruning') or {}),
         more_evaluations=''.join(_more_evaluation_line(e) for e in more_evaluations),
     )
+
+
+def _allocation(pruning: Mapping[str, Any]) -> Optional[str]:
+    """How the kept weights were spread over the layers, from ``summary['pruning']``: the prune stage's ``k``
+    and ``global_k``, or ``kept_from`` (the source whose zero pattern a run without a prune stage kept)."""
+    if pruning.get('k') is not None:
+        if pruning.get('global_k'):
+            return (f"one global threshold (`global_k: true`): the top {pruning['k']:g} of all pruned layers' "
+                    'weights together, by learned score, so each layer keeps what its scores earn')
+        return (f"per layer, the paper's (HYDRA): every pruned layer keeps the top {pruning['k']:g} of its own "
+                'weights, by learned score')
+    if pruning.get('kept_from'):
+        return f"the zero pattern of the weights it was fine-tuned from (`{pruning['kept_from']}`), kept"
+    return None
 
 
 def _commands(summary: Mapping[str, Any]) -> Optional[str]:

@@ -112,6 +112,8 @@ def main() -> None:
                                 seconds=s.seconds) for s in summaries],
                    hardware=final.hardware, history=final.history,
                    commands=list(dict.fromkeys(s.command for s in summaries if s.command)))
+    prune = next((s for s in summaries if s.stage == 'prune'), None)  # the stage that chose the mask
+    summary['pruning'] = dict(k=prune.k, global_k=prune.global_k) if prune else dict(kept_from=summaries[0].source)
     card = render_card(Path(args.template).read_text(),
                        card_values(args.name, args.hub_id, evaluation, summary, model, more))
     extra = {'train_config.yaml': run.config.read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}

@@ -51,7 +51,7 @@ def evaluation_for(model) -> dict:
 
 
 SUMMARY = dict(stages=[dict(stage='finetune', epochs=1, steps=2, global_batch=8, seconds=1.0)], hardware='test CPU',
-               command='accelerate launch recipes/train.py ...')
+               command='accelerate launch recipes/train.py ...', pruning=dict(k=0.1, global_k=False))
 
 
 @pytest.fixture(scope='module')
@@ -232,11 +232,17 @@ def test_card_renders_only_with_every_value(exported):
     parsed = ModelCard(card, ignore_metadata_errors=False)
     assert parsed.data.library_name == 'timm' and 'pruning' in parsed.data.tags
     assert parsed.data.eval_results[0].metric_value == 12.5
+    assert "per layer, the paper's (HYDRA): every pruned layer keeps the top 0.1" in card
     assert 'prdarts_c10_mini.sp90_custom' in card and 'hf-hub:' + HUB_ID in card and '$' not in card.split('```bibtex')[0]
     evaluation = evaluation_for(model)
     del evaluation['latency']
     with pytest.raises(CardError, match=r"no value for \['cpu', 'latency_b1_ms'"):
         render_card(CARD_TEMPLATE.read_text(), card_values('x.y', HUB_ID, evaluation, SUMMARY, model))
+    values = card_values('x.y', HUB_ID, evaluation_for(model), dict(SUMMARY, pruning=dict(k=0.01, global_k=True)), model)
+    assert values['allocation'].startswith('one global threshold (`global_k: true`): the top 0.01')
+    with pytest.raises(CardError, match=r"no value for \['allocation'\]"):  # how the mask was allocated, unknown
+        render_card(CARD_TEMPLATE.read_text(), card_values('x.y', HUB_ID, evaluation_for(model),
+                                                           dict(SUMMARY, pruning={}), model))
     with pytest.raises(CardError, match="library_name must be 'timm'"):
         check_card(card.replace('library_name: timm', 'library_name: transformers'))
     with pytest.raises(CardError, match='metadata is invalid'):

@@ -172,6 +172,7 @@ def test_evaluate_export_and_dry_run_push(runs, tmp_path):
     data = json.loads(evaluation.read_text())
     assert f'value: {data["top1"]:.2f}' in card and data['markdown_row'] in card
     assert 'pretrain: 2 epoch(s), 6 steps of 8 images' in card
+    assert "- **Sparsity allocation:** per layer, the paper's (HYDRA)" in card  # the prune stage's k, global_k
     again = subprocess.run([sys.executable, *steps[1]], cwd=ROOT, env=ENV, capture_output=True, text=True,
                            timeout=300)
     _fails(again, 'HubError', 'already exists', '--overwrite')
