@@ -28,7 +28,7 @@ from timm.models._hub import save_config_for_hf
 from .builder import drop_training_only
 from .checkpoint import encode_sparse, read_state_dict, save_safetensors
 from .errors import CardError, CheckpointError, HubError
-from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256
+from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256, read_json_object
 from .layers import bake
 
 __all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
@@ -169,13 +169,8 @@ def _more_evaluation_line(evaluation: Mapping[str, Any]) -> str:
 
 
 def read_json(path: Path, what: str) -> Dict[str, Any]:
-    """The JSON in ``path``, or a :class:`HubError` naming ``what`` the file is (a summary, an evaluation)."""
-    if not path.is_file():
-        raise HubError(f'{what} {str(path)!r} does not exist')
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise HubError(f'{what} {str(path)!r} is not valid JSON ({e})') from None
+    """The JSON object in ``path``, or a :class:`HubError` naming ``what`` the file is (a summary, an evaluation)."""
+    return read_json_object(path, what, HubError)
 
 
 def render_card(template: str, values: Mapping[str, Any]) -> str:

@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Dict, Type, Union
 
 __all__ = ['atomic_write', 'atomic_write_folder', 'atomic_write_text', 'atomic_write_json', 'file_sha256']
 
@@ -34,6 +34,21 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
 
 def atomic_write_json(path: Union[str, Path], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1) + '\n')
+
+
+def read_json_object(path: Union[str, Path], what: str, error: Type[Exception], damaged: str = '') -> Dict[str, Any]:
+    """The JSON object in ``path``; a missing, damaged or non-object file raises ``error`` naming ``what`` the file
+    is (a stage summary, an evaluation) and, for a damaged one, ``damaged`` (what to do about it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f'{what} {str(path)!r} does not exist')
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f'{what} {str(path)!r} is not valid JSON ({e}){"; " + damaged if damaged else ""}') from None
+    if not isinstance(data, dict):
+        raise error(f'{what} {str(path)!r} holds a {type(data).__name__}, not a JSON object')
+    return data
 
 
 def file_sha256(path: Union[str, Path]) -> str:

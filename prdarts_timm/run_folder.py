@@ -20,7 +20,6 @@ their own. Both kinds refuse to write over an existing run and to resume one mad
 (:func:`check_new_or_resume`).
 """
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
@@ -31,7 +30,7 @@ from .builder import load_model
 from .checkpoint import newest_accelerate_state
 from .config import check_same_config, config_to_yaml
 from .errors import ConfigError, RunFolderError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, read_json_object
 from .retrain.config import STAGES
 
 __all__ = ['RunFolderError', 'Launch', 'StageSummary', 'TrainRun', 'SearchRun', 'check_new_or_resume']
@@ -41,16 +40,7 @@ TRAINING_ONLY_ARGS = ('auxiliary', 'drop_path_rate', 'drop_rate')  # model args 
 
 
 def _read_json(path: Path, what: str) -> Dict[str, Any]:
-    if not path.is_file():
-        raise RunFolderError(f'{what} {str(path)!r} does not exist')
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunFolderError(f'{what} {str(path)!r} is not valid JSON ({e}); the file is damaged: run the stage '
-                             'again') from None
-    if not isinstance(data, dict):
-        raise RunFolderError(f'{what} {str(path)!r} holds a {type(data).__name__}, not a JSON object')
-    return data
+    return read_json_object(path, what, RunFolderError, damaged='the file is damaged: run the stage again')
 
 
 def _from_dict(cls: type, data: Dict[str, Any]) -> Any:
