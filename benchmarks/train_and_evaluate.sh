@@ -44,3 +44,12 @@ sparse() {
     "${targs[@]}"
   evaluate "$name k=$k" "$OUT/$name/k$k/finetune/model_baked.safetensors" "$OUT/$name/eval_k$k.json" "$@"
 }
+
+# wait_streams PID_A PID_B: wait for the two streams (logs $OUT/stream_a.log, stream_b.log); fails if either did
+wait_streams() {
+  local failed=0
+  wait "$1" || { failed=1; echo "stream a failed: see $OUT/stream_a.log and the log it names last"; }
+  wait "$2" || { failed=1; echo "stream b failed: see $OUT/stream_b.log and the log it names last"; }
+  [ $failed = 0 ] && echo "all runs done: $OUT"
+  return $failed
+}

@@ -31,8 +31,4 @@ stream_a=$!
   sparse "${DV2[0]}" 0.1 "${DV2[@]:1}"
 } > "$OUT/stream_b.log" 2>&1 &
 stream_b=$!
-failed=0
-wait $stream_a || { failed=1; echo "stream a failed: see $OUT/stream_a.log and the log it names last"; }
-wait $stream_b || { failed=1; echo "stream b failed: see $OUT/stream_b.log and the log it names last"; }
-[ $failed = 0 ] && echo "all runs done: $OUT"
-exit $failed
+wait_streams $stream_a $stream_b

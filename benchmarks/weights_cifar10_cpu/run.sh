@@ -29,8 +29,4 @@ global_99() {
 stream_a=$!
 { sparse $NET 0.05 "${ARGS[@]}"; global_99; } > "$OUT/stream_b.log" 2>&1 &
 stream_b=$!
-failed=0
-wait $stream_a || { failed=1; echo "stream a failed: see $OUT/stream_a.log and the log it names last"; }
-wait $stream_b || { failed=1; echo "stream b failed: see $OUT/stream_b.log and the log it names last"; }
-[ $failed = 0 ] && echo "all runs done: $OUT"
-exit $failed
+wait_streams $stream_a $stream_b
