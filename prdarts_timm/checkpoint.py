@@ -110,10 +110,16 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
     """Load ``state`` into ``model`` strictly; a mismatch raises a :class:`CheckpointError` that lists a few
     missing, unexpected and mis-shaped keys, then ``hints`` (how to build the matching model).
 
+    Weights of a training-only submodule the model leaves out (``training_only_modules`` set to None: the
+    PR-DARTS auxiliary head of a training checkpoint, in a model built without ``auxiliary``) are not loaded.
     A state dict with pruning scores / masks loaded into a model without pruned layers converts it first
     (``convert_to_pruned``); a baked state dict (weights only) loads into pruned layers, which take their masks
     from its zeros.
     """
+    absent = tuple(f'{name}.' for name in getattr(model, 'training_only_modules', ())
+                   if getattr(model, name, None) is None)
+    if absent:  # e.g. the auxiliary head of a training checkpoint, loaded into the inference network
+        state = {k: v for k, v in state.items() if not k.startswith(absent)}
     pruning_keys = any(k.endswith(('.scores', '.mask')) for k in state)
     if pruning_keys and not any(True for _ in pruned_layers(model)):
         convert_to_pruned(model)  # a checkpoint of a converted timm model: give it the pruned layers back

@@ -233,3 +233,19 @@ def test_missing_data_folder(runs):
 def test_unknown_model(runs):
     _fails(runs['unknown_model'], 'ModelError', "timm does not know a model named 'prdarts_c10_minii'",
            "timm.list_models('prdarts*')", 'prdarts_c10_mini')
+
+
+def test_training_checkpoint_with_auxiliary_head_loads_into_the_inference_network():
+    """A pretrain checkpoint keeps its auxiliary head (training only): the inference network (no auxiliary)
+    loads it without those keys and computes the same logits; a network with the head still needs them."""
+    torch.manual_seed(0)
+    trained = tiny_model(auxiliary=True).eval()
+    state = trained.state_dict()
+    assert any(k.startswith('aux_head.') for k in state)
+    inference = load_state_dict_checked(tiny_model(), dict(state), 'pretrain.safetensors').eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(inference(x), trained(x))
+    without_head = {k: v for k, v in state.items() if not k.startswith('aux_head.')}
+    with pytest.raises(CheckpointError, match=r'missing key\(s\).*aux_head'):
+        load_state_dict_checked(tiny_model(auxiliary=True), without_head, 'inference.safetensors')
