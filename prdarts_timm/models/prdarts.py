@@ -479,6 +479,7 @@ default_cfgs = generate_default_cfgs({name: dict(cfg, **_weights(name)) for name
     'darts_v2_c10.sp99_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
     'darts_v2_c10_mini.sp99_cifar10': _cfg(paper_ids='arXiv:1806.09055', paper_name='DARTS: Differentiable Architecture Search'),
     'prdarts_c10_micro.sp99_cifar10': _cfg(),
+    'prdarts_c10_micro.sp95_cifar10': _cfg(),
     'prdarts_c10_micro.sp90_cifar10': _cfg(),
     'prdarts_cpu_c10_micro.sp99_cifar10': _cfg(),
     'prdarts_cpu_c10_micro.sp90_cifar10': _cfg(),
