@@ -83,7 +83,9 @@ def test_dense_finetune_releases_the_zeros(runs):
     state = load_file(str(runs['dense'] / 'pretrain' / 'model.safetensors'))
     zeros = sum(int(z.sum()) for z in weight_zeros(state).values())
     before = sum(int(z.sum()) for z in weight_zeros(timm.create_model(TAG, pretrained=True).state_dict()).values())
-    assert zeros < 0.05 * before  # the few left get no gradient (their input or output is constant)
+    # the mask is released: most zeros move (sparse fine-tuning keeps all of them). A few get no gradient (their
+    # input or output is constant): 7.5% of them with issue 15's sp90 tag, under 5% with the tag it replaced
+    assert zeros < 0.25 * before
 
 
 def test_grey_28px_images_without_a_test_split(runs):
