@@ -100,11 +100,7 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
     sparsity = get(evaluation, 'weights', 'sparsity')
     arch = getattr(model, 'arch_args', None) or {}
     history = summary.get('history') or []
-    budget = None
-    if summary.get('stages'):
-        budget = '; '.join(f'{s["stage"]}: {s["epochs"]} epoch(s), {s["steps"]} steps of {s["global_batch"]} '
-                           f'images, {s["seconds"]:.0f} s' for s in summary['stages'])
-        budget += f'; {summary.get("hardware")}'
+    budget = '; '.join(_stage_budget(s) for s in summary.get('stages') or ()) or None
     return dict(
         name=name, hub_id=hub_id, architecture=name.split('.')[0],
         dataset_name=get(evaluation, 'dataset', 'description') and (
@@ -131,6 +127,19 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         allocation=_allocation(summary.get('pruning') or {}),
         more_evaluations=''.join(_more_evaluation_line(e) for e in more_evaluations),
     )
+
+
+def _stage_budget(stage: Mapping[str, Any]) -> str:
+    """One stage's line of the card's budget: its steps, its wall time (every resumed segment), its CPU time where
+    the summary has it (written since the time was carried through resumes) and the hardware it ran on."""
+    line = f'{stage["stage"]}: {stage["epochs"]} epoch(s), {stage["steps"]} steps of {stage["global_batch"]} images'
+    if stage.get('seconds') is not None:
+        line += f', {stage["seconds"]:.0f} s'
+    if stage.get('cpu_seconds') is not None:
+        line += f', {stage["cpu_seconds"] / 60:.1f} CPU-minutes'
+    if stage.get('hardware'):
+        line += f' ({stage["hardware"]})'
+    return line
 
 
 def _allocation(pruning: Mapping[str, Any]) -> Optional[str]:

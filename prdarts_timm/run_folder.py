@@ -83,7 +83,8 @@ class StageSummary:
     steps: Optional[int] = None
     num_processes: Optional[int] = None
     global_batch: Optional[int] = None
-    seconds: Optional[float] = None
+    seconds: Optional[float] = None  # wall time of the stage, every resumed segment included
+    cpu_seconds: Optional[float] = None  # CPU time of the training processes, summed (not data-loader workers)
     hardware: Optional[str] = None
     command: Optional[str] = None
     top1: Optional[float] = None

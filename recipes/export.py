@@ -109,8 +109,9 @@ def main() -> None:
     model = run.load_inference_network()
 
     summary = dict(stages=[dict(stage=s.stage, epochs=s.epochs, steps=s.steps, global_batch=s.global_batch,
-                                seconds=s.seconds) for s in summaries],
-                   hardware=final.hardware, history=final.history,
+                                seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware)
+                         for s in summaries],
+                   history=final.history,
                    commands=list(dict.fromkeys(s.command for s in summaries if s.command)))
     prune = next((s for s in summaries if s.stage == 'prune'), None)  # the stage that chose the mask
     summary['pruning'] = dict(k=prune.k, global_k=prune.global_k) if prune else dict(kept_from=summaries[0].source)

@@ -87,13 +87,26 @@ class TrainState:
         self.epoch = self.step = self.stage_step = 0
         self.history: List[Dict[str, Any]] = []
         self.epoch_losses: List[float] = []
+        # the stage's time before this process took it over (a resumed run), and when this process did
+        self.seconds_before = self.cpu_seconds_before = 0.0
+        self.clock_started = (time.time(), time.process_time())
+
+    def start_clock(self) -> None:
+        self.clock_started = (time.time(), time.process_time())
+
+    def elapsed(self) -> Tuple[float, float]:
+        """(wall seconds, CPU seconds of this process) the stage has run, every resumed segment included."""
+        wall, cpu = self.clock_started
+        return (self.seconds_before + time.time() - wall, self.cpu_seconds_before + time.process_time() - cpu)
 
     def state_dict(self) -> Dict[str, Any]:
+        seconds, cpu_seconds = self.elapsed()
         return dict(stage=self.stage, num_processes=self.num_processes, model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     ema=self.ema.state_dict() if self.ema is not None else None, epoch=self.epoch, step=self.step,
                     stage_step=self.stage_step, history=self.history,
-                    epoch_losses=[float(loss) for loss in self.epoch_losses])
+                    epoch_losses=[float(loss) for loss in self.epoch_losses], seconds=seconds,
+                    cpu_seconds=cpu_seconds)
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         check_num_processes(state['num_processes'], self.num_processes)
@@ -110,6 +123,8 @@ class TrainState:
                 set_pruning(self.ema.module, 'dense')
         self.epoch, self.step, self.stage_step, self.history, self.epoch_losses = (
             state['epoch'], state['step'], state['stage_step'], state['history'], state['epoch_losses'])
+        # checkpoints written before the clock was carried hold no time: the stage then counts from the resume
+        self.seconds_before, self.cpu_seconds_before = state.get('seconds', 0.0), state.get('cpu_seconds', 0.0)
 
 
 def parse_args() -> Tuple[argparse.Namespace, TrainConfig]:
@@ -248,8 +263,12 @@ def launch_command(accelerator: Accelerator) -> str:
 
 
 def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source: Optional[Path],
-                  seconds: float, accelerator: Accelerator) -> None:
-    """The stage's weights, then its summary (last: it marks the stage complete)."""
+                  accelerator: Accelerator) -> None:
+    """The stage's weights, then its summary (last: it marks the stage complete). Its time counts every resumed
+    segment; the CPU time is summed over the processes (a resumed segment's earlier time is rank 0's, saved with
+    the checkpoint, counted once per process)."""
+    seconds, cpu_seconds = state.elapsed()
+    cpu_seconds = accelerator.reduce(torch.tensor([cpu_seconds], device=accelerator.device), reduction='sum').item()
     if not accelerator.is_main_process:
         return
     model, stage = state.model, state.stage
@@ -268,7 +287,8 @@ def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source:
         source=str(source) if source else ('pretrained' if config.pretrained else None),
         epochs=config.epochs(stage), steps=state.stage_step, num_processes=accelerator.num_processes,
         global_batch=config.batch_size * accelerator.num_processes, seconds=round(seconds, 1),
-        hardware=hardware_description(accelerator.device), command=launch_command(accelerator),
+        cpu_seconds=round(cpu_seconds, 1), hardware=hardware_description(accelerator.device),
+        command=launch_command(accelerator),
         top1=state.history[-1]['top1'] if state.history else None,
         ema_top1=state.history[-1].get('ema_top1') if state.history else None,
         weights=dict(total=report.total, nonzero=report.nonzero, sparsity=report.sparsity),
@@ -344,6 +364,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     state.ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema and stage != 'prune' else None
     state.epoch = state.step = state.stage_step = 0
     state.history, state.epoch_losses = [], []
+    state.seconds_before = state.cpu_seconds_before = 0.0
     mixup, criterion = loss_fn(config, model.num_classes)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
@@ -358,7 +379,8 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     accelerator.print(f'[{stage}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
                       f'parameters, {start}')
 
-    started, drop_path_base, stage_first_step = time.time(), {}, state.stage_step
+    state.start_clock()
+    drop_path_base, stage_first_step = {}, state.stage_step
     while state.epoch < epochs:
         if isinstance(train_data, SeededTransform):
             train_data.epoch = state.epoch
@@ -401,7 +423,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     check_ranks_agree(dict(rank=accelerator.process_index, state_sha256=state_sha256(model),
                            ema_sha256=state_sha256(state.ema.module) if state.ema is not None else None),
                       run.ranks(stage), 'the trained model (or its EMA)')
-    write_outputs(state, config, run, source, time.time() - started, accelerator)
+    write_outputs(state, config, run, source, accelerator)
     accelerator.wait_for_everyone()
     accelerator.print(f'[{stage}] done: {run.weights(stage)}')
 

@@ -50,7 +50,8 @@ def evaluation_for(model) -> dict:
                          prdarts_timm=prdarts_timm.__version__))
 
 
-SUMMARY = dict(stages=[dict(stage='finetune', epochs=1, steps=2, global_batch=8, seconds=1.0)], hardware='test CPU',
+SUMMARY = dict(stages=[dict(stage='finetune', epochs=1, steps=2, global_batch=8, seconds=1.0, cpu_seconds=90.0,
+                            hardware='test CPU')],
                command='accelerate launch recipes/train.py ...', pruning=dict(k=0.1, global_k=False))
 
 
@@ -233,6 +234,7 @@ def test_card_renders_only_with_every_value(exported):
     assert parsed.data.library_name == 'timm' and 'pruning' in parsed.data.tags
     assert parsed.data.eval_results[0].metric_value == 12.5
     assert "per layer, the paper's (HYDRA): every pruned layer keeps the top 0.1" in card
+    assert '- Budget: finetune: 1 epoch(s), 2 steps of 8 images, 1 s, 1.5 CPU-minutes (test CPU)\n' in card
     assert 'prdarts_c10_mini.sp90_custom' in card and 'hf-hub:' + HUB_ID in card and '$' not in card.split('```bibtex')[0]
     evaluation = evaluation_for(model)
     del evaluation['latency']

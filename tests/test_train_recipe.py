@@ -216,12 +216,14 @@ def test_resume_after_kill_gives_the_same_weights(runs, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
-    while not (killed / 'prune' / 'checkpoints' / 'step_00000002').exists():  # kill inside the prune stage
+    while not (killed / 'prune' / 'checkpoints' / 'step_00000006').exists():  # kill inside the prune stage
         assert proc.poll() is None and time.time() < deadline, 'training ended before it could be killed'
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (killed / 'pretrain' / 'summary.json').exists() and not (killed / 'prune' / 'summary.json').exists()
+    newest = sorted((killed / 'prune' / 'checkpoints').glob('step_*'))[-1]
+    before_kill = torch.load(newest / 'custom_checkpoint_0.pkl', weights_only=True)
     resumed = subprocess.run([sys.executable, 'recipes/train.py', '--cpu', '--output', str(killed), '--resume'],
                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)  # its own config.yaml
     _ok(resumed)
@@ -234,6 +236,10 @@ def test_resume_after_kill_gives_the_same_weights(runs, tmp_path):
     for stage in ('prune', 'finetune'):
         history = [json.loads((d / stage / 'summary.json').read_text())['history'] for d in (killed, reference)]
         assert history[0] == history[1]
+    # the stage's time counts the segment before the kill too (6 of its 9 steps and 2 of its 3 evaluations)
+    summary = json.loads((killed / 'prune' / 'summary.json').read_text())
+    assert summary['seconds'] > before_kill['seconds'] > 0
+    assert summary['cpu_seconds'] > before_kill['cpu_seconds'] > 0
 
 
 def test_two_gloo_processes_give_identical_weights(tmp_path):
