@@ -23,7 +23,7 @@ from .errors import ModelError
 from .cifar import CIFAR10_MEAN, CIFAR10_STD
 from .models.prdarts import PRDarts
 
-__all__ = ['ModelError', 'create_model', 'load_model', 'adapt_to_cifar', 'training_only', 'drop_training_only']
+__all__ = ['ModelError', 'create_model', 'load_model', 'adapt_to_cifar', 'drop_training_only']
 
 
 def create_model(name: str, cifar_stem: bool = False, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -57,12 +57,6 @@ def load_model(name: str, weights: Union[str, os.PathLike], cifar_stem: bool = F
     not fit is a :class:`~prdarts_timm.errors.CheckpointError`, with ``hints`` added to its message)."""
     model = create_model(name, cifar_stem=cifar_stem, **kwargs)
     return load_state_dict_checked(model, read_state_dict(weights), str(weights), hints=hints)
-
-
-def training_only(model: nn.Module) -> Tuple[str, ...]:
-    """State-dict prefixes of the submodules ``model`` uses in training only, as the model declares them
-    (``training_only_modules``: the PR-DARTS auxiliary head; none for other models)."""
-    return tuple(f'{name}.' for name in getattr(model, 'training_only_modules', ()))
 
 
 def drop_training_only(model: nn.Module) -> nn.Module:

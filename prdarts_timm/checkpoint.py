@@ -7,7 +7,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import safetensors.torch
 import timm.models
@@ -19,8 +19,7 @@ from .io import atomic_write
 from .layers import convert_to_pruned, pruned_layers
 
 __all__ = ['CheckpointError', 'encode_sparse', 'decode_sparse', 'read_state_dict', 'load_state_dict_checked',
-           'save_safetensors', 'save_accelerate_state',
-           'newest_accelerate_state']
+           'training_only', 'save_safetensors', 'save_accelerate_state', 'newest_accelerate_state']
 
 STATE_DICT_SUFFIXES = ('.safetensors', '.bin', '.pth', '.pt')
 
@@ -105,6 +104,12 @@ def read_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
     return timm.models.clean_state_dict(decode_sparse(state))
 
 
+def training_only(model: nn.Module) -> Tuple[str, ...]:
+    """State-dict prefixes of the submodules ``model`` uses in training only, as the model declares them
+    (``training_only_modules``: the PR-DARTS auxiliary head; none for other models)."""
+    return tuple(f'{name}.' for name in getattr(model, 'training_only_modules', ()))
+
+
 def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], source: str,
                             hints: Sequence[str] = ()) -> nn.Module:
     """Load ``state`` into ``model`` strictly; a mismatch raises a :class:`CheckpointError` that lists a few
@@ -116,8 +121,7 @@ def load_state_dict_checked(model: nn.Module, state: Dict[str, torch.Tensor], so
     (``convert_to_pruned``); a baked state dict (weights only) loads into pruned layers, which take their masks
     from its zeros.
     """
-    absent = tuple(f'{name}.' for name in getattr(model, 'training_only_modules', ())
-                   if getattr(model, name, None) is None)
+    absent = tuple(prefix for prefix in training_only(model) if getattr(model, prefix[:-1], None) is None)
     if absent:  # e.g. the auxiliary head of a training checkpoint, loaded into the inference network
         state = {k: v for k, v in state.items() if not k.startswith(absent)}
     pruning_keys = any(k.endswith(('.scores', '.mask')) for k in state)

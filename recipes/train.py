@@ -51,10 +51,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from prdarts_timm import bake, set_pruning, sparsity_report
-from prdarts_timm.builder import drop_training_only, training_only
-from prdarts_timm.checkpoint import (
-    CheckpointError, save_accelerate_state, save_safetensors,
-)
+from prdarts_timm.builder import drop_training_only
+from prdarts_timm.checkpoint import CheckpointError, save_accelerate_state, save_safetensors, training_only
 from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from timm.models.efficientnet import EfficientNet
 
-from ..builder import training_only
+from ..checkpoint import training_only
 from ..errors import DeployError
 from ..layers import check_baked
 from ..models import PRDarts

@@ -17,8 +17,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..builder import create_model, training_only
-from ..checkpoint import CheckpointError, load_state_dict_checked, read_state_dict
+from ..builder import create_model
+from ..checkpoint import CheckpointError, load_state_dict_checked, read_state_dict, training_only
 from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
 from ..pruning import fix_current_masks, init_scores_scaled, set_global_k, set_pruning
