@@ -87,7 +87,7 @@ class TrainState:
         self.epoch_losses: List[float] = []
         # the stage's time before this process took it over (a resumed run), and when this process did
         self.seconds_before = self.cpu_seconds_before = 0.0
-        self.clock_started = (time.time(), time.process_time())
+        self.start_clock()
 
     def start_clock(self) -> None:
         self.clock_started = (time.time(), time.process_time())
