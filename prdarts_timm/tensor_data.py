@@ -258,16 +258,25 @@ def _laid_out(x: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch
 
 def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch: int, cutout: int = 0,
                   padding: int = 4, dtype: torch.dtype = torch.float32, channels_last: bool = False,
-                  flip: bool = True) -> torch.Tensor:
+                  flip: bool = True, alternate_flip: bool = False) -> torch.Tensor:
     """The DARTS train transform of ``images`` (uint8 N x C x H x W; sample ``indices`` seed the draws):
     ``padding`` px black padding and a random crop back to H x W (0 = no crop), a horizontal flip with p = 0.5
     (``flip=False``: none, for data whose mirror image is another thing, like text), normalize, then cutout (a
-    ``cutout`` x ``cutout`` square zeroed at a uniform centre, clipped at the border; 0 = off)."""
+    ``cutout`` x ``cutout`` square zeroed at a uniform centre, clipped at the border; 0 = off).
+
+    ``alternate_flip`` (airbench's alternating flip): each sample's flip is drawn once, in epoch 0, and every
+    later epoch shows the other side than the epoch before, so two consecutive epochs see both sides of every
+    image instead of a random half of them twice."""
     n, c, h, w = images.shape
     device = images.device
     draws = sample_hash(seed, epoch, indices.to(device), 5)
     dy, dx = draws[:, 0] % (2 * padding + 1), draws[:, 1] % (2 * padding + 1)
-    flip = (draws[:, 2] >> 7) & 1 if flip else torch.zeros_like(dy)
+    if not flip:
+        flip = torch.zeros_like(dy)
+    elif alternate_flip:
+        flip = ((sample_hash(seed, 0, indices.to(device), 3)[:, 2] >> 7) & 1) ^ (epoch & 1)
+    else:
+        flip = (draws[:, 2] >> 7) & 1
     padded = F.pad(images, (padding, padding, padding, padding)).permute(0, 2, 3, 1)  # N x H' x W' x C
     ar_h, ar_w = torch.arange(h, device=device), torch.arange(w, device=device)
     rows = dy[:, None] + ar_h[None, :]
@@ -284,7 +293,8 @@ def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch:
 
 def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_size: int, device: torch.device,
             channels_last: bool = False, num_workers: int = 0, augment: bool = False, seed: int = 0, epoch: int = 0,
-            cutout: int = 0, padding: int = 4, flip: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+            cutout: int = 0, padding: int = 4, flip: bool = True,
+            alternate_flip: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches of ``indices`` on ``device``, in the recipes' two data formats. From :class:`ImageTensors`:
     cut from the tensors there, augmented (``augment``: :func:`augment_batch` seeded by ``seed``, ``epoch`` and
     the sample index) or only normalized. From a data set: a DataLoader (its transform augments)."""
@@ -293,7 +303,7 @@ def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_si
             index = torch.tensor(indices[start:start + batch_size], device=device)
             images = data.images[index]
             x = (augment_batch(images, index, seed, epoch, cutout=cutout, padding=padding, channels_last=channels_last,
-                               flip=flip) if augment
+                               flip=flip, alternate_flip=alternate_flip) if augment
                  else normalize_batch(images, channels_last=channels_last))
             yield x, data.targets[index]
         return

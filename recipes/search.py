@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from prdarts_timm.checkpoint import save_accelerate_state
 from prdarts_timm.cli import run_main
+from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
 from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
@@ -156,6 +157,8 @@ def main() -> None:
     config, resume_from = check_run_folder(config, run, args.resume)
     accelerator = Accelerator(cpu=args.cpu, project_dir=config.output, mixed_precision=config.mixed_precision,
                               log_with=tracker())
+    if accelerator.device.type == 'cpu':
+        keep_freed_memory()  # activations are not page-faulted in anew each step (prdarts_timm.cpu_allocator)
     accelerator.wait_for_everyone()
     set_seed(config.seed)
 

