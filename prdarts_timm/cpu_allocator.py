@@ -3,7 +3,7 @@
 glibc's ``malloc`` serves every block above 32 MiB (a batch's activations: 100 MB for one 256 x 96 x 32 x 32
 float tensor) with a fresh ``mmap`` and gives it back to the kernel when it is freed, so each step touches its
 activations' pages for the first time again: every element-wise kernel (ReLU, BatchNorm, adds) then runs at the
-speed of page faults. Measured on 2 cores of an Intel Xeon (Sapphire Rapids, KVM), ``prdarts_c10_micro``'s
+speed of page faults. Measured on 2 cores of an Intel Xeon (family 6 model 207, Emerald Rapids, under KVM), ``prdarts_c10_micro``'s
 training step at batch 256: 4.36 s with glibc's defaults, 2.61 s with the settings below (1.67x), a bare ReLU of
 such a tensor 38 ms against 11 ms into memory already touched (``docs/results.md``).
 

@@ -71,7 +71,8 @@ class Launch:
 @dataclass
 class StageSummary:
     """``<stage>/summary.json``: what one stage of a training run trained, from what, how long, and its
-    per-epoch curve (``history``: epoch, steps, train_loss, top1, loss, num_images[, ema_top1])."""
+    per-epoch curve (``history``: epoch, steps, train_loss, seconds and cpu_seconds of the stage at the epoch's end
+    (this process's CPU time; runs before issue 27 lack both), top1, loss, num_images[, ema_top1])."""
     stage: str
     model: Optional[str] = None
     model_args: Dict[str, Any] = field(default_factory=dict)
@@ -161,23 +162,36 @@ class TrainRun:
             summaries.insert(0, earlier)
         return summaries
 
-    def inference_args(self) -> Tuple[str, Dict[str, Any], bool]:
-        """(model name, create_model kwargs, cifar_stem) of the run's inference network, as its finetune stage
-        built it, without the training-only parts (auxiliary head, drop rates)."""
-        if not self.is_complete('finetune') or not self.baked.is_file():
-            raise RunFolderError(f'{self.root} holds no complete finetune stage ({self.baked} and '
-                                 f'{self.summary("finetune")}): the inference network is written when it ends')
-        final = self.read_summary('finetune')
-        if final.model is None:
-            raise RunFolderError(f'{self.summary("finetune")} names no model: it was not written by recipes/train.py')
-        kwargs = {k: v for k, v in final.model_args.items() if k not in TRAINING_ONLY_ARGS}
-        return final.model, kwargs, final.cifar_stem
+    def inference_weights(self, stage: str) -> Path:
+        """The file of ``stage``'s network as it infers: the last stage's baked network, an earlier stage's
+        ``model.safetensors``."""
+        return self.baked if stage == STAGES[-1] else self.weights(stage)
 
-    def load_inference_network(self) -> nn.Module:
-        """The run's inference network: ``finetune/model_baked.safetensors`` in the architecture it was trained
-        as (without the pretrained tag it may have started from: these weights are the run's)."""
-        name, kwargs, cifar_stem = self.inference_args()
-        return load_model(name.split('.')[0], self.baked, cifar_stem=cifar_stem, **kwargs)
+    def last_complete_stage(self) -> str:
+        complete = [s for s in STAGES if self.is_complete(s)]
+        if not complete:
+            raise RunFolderError(f'{self.root} holds no complete stage (no <stage>/summary.json): finish a stage of '
+                                 'the run first')
+        return complete[-1]
+
+    def inference_args(self, stage: str = 'finetune') -> Tuple[str, Dict[str, Any], bool]:
+        """(model name, create_model kwargs, cifar_stem) of the network ``stage`` trained (by default the run's
+        inference network, the finetune stage's), without the training-only parts (auxiliary head, drop rates)."""
+        if not self.is_complete(stage) or not self.inference_weights(stage).is_file():
+            raise RunFolderError(f'{self.root} holds no complete {stage} stage ({self.inference_weights(stage)} and '
+                                 f'{self.summary(stage)}): they are written when it ends')
+        summary = self.read_summary(stage)
+        if summary.model is None:
+            raise RunFolderError(f'{self.summary(stage)} names no model: it was not written by recipes/train.py')
+        kwargs = {k: v for k, v in summary.model_args.items() if k not in TRAINING_ONLY_ARGS}
+        return summary.model, kwargs, summary.cifar_stem
+
+    def load_inference_network(self, stage: str = 'finetune') -> nn.Module:
+        """The network ``stage`` trained (by default the run's inference network, ``finetune/model_baked``) in
+        the architecture it was trained as (without the pretrained tag it may have started from: these weights
+        are the run's)."""
+        name, kwargs, cifar_stem = self.inference_args(stage)
+        return load_model(name.split('.')[0], self.inference_weights(stage), cifar_stem=cifar_stem, **kwargs)
 
     def write_start(self, config: Any, launch: Launch) -> None:
         """``config.yaml`` and ``launch.json`` of a new run."""

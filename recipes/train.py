@@ -56,6 +56,7 @@ from prdarts_timm.checkpoint import CheckpointError, save_accelerate_state, save
 from prdarts_timm.cli import run_main
 from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.config import ConfigError, add_config_args, load_config
+from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
 from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
 from prdarts_timm.profile import hardware_description
@@ -206,10 +207,10 @@ def build_optimizer(model: nn.Module, stage: str, config: TrainConfig, epochs: i
 
 
 def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion, mixup,
-               accelerator: Accelerator) -> torch.Tensor:
-    """Forward (``(logits, aux logits or None)``, maybe compiled; the auxiliary loss where there is a head),
-    backward, gradients averaged across processes, clipped, one optimizer step. Returns the loss unread (no
-    host sync)."""
+               accelerator: Accelerator, teacher: Optional[nn.Module] = None) -> torch.Tensor:
+    """Forward (``(logits, aux logits or None)``, maybe compiled; the distillation loss with a teacher, the
+    auxiliary loss where there is a head), backward, gradients averaged across processes, clipped, one optimizer
+    step. Returns the loss unread (no host sync)."""
     x, y = batch
     if mixup is not None:
         np.random.seed((config.seed * 1_000_003 + STAGES.index(state.stage) * 100_003 + state.stage_step) % 2**32)
@@ -218,6 +219,11 @@ def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion
     with accelerator.autocast():
         logits, aux = forward(x)
         loss = criterion(logits, y)
+        if teacher is not None:  # eval mode, frozen: the same batch, no graph
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = ((1 - config.distill_weight) * loss
+                    + config.distill_weight * distillation_loss(logits, teacher_logits, config.distill_temperature))
         if aux is not None:
             loss = loss + config.auxiliary_weight * criterion(aux, y)
     state.optimizer.zero_grad(set_to_none=True)
@@ -330,7 +336,9 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
     losses = [float(loss) for loss in state.epoch_losses]
     train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
                                                         device=accelerator.device)])[0].item()
+    seconds, cpu_seconds = state.elapsed()  # the stage's time to this epoch's end, before its evaluation
     record = dict(epoch=state.epoch, steps=state.stage_step, train_loss=train_loss if state.epoch_losses else None,
+                  seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1),
                   **evaluate(state.model, eval_set, config, accelerator))
     if state.ema is not None:
         record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
@@ -343,11 +351,13 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
 
 def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
               train_set: Union[Dataset, ImageTensors], eval_set: Union[Dataset, ImageTensors],
-              accelerator: Accelerator) -> None:
+              accelerator: Accelerator, teacher: Optional[nn.Module] = None) -> None:
     run = TrainRun(config.output)
     stage_index = STAGES.index(stage)
     set_seed(config.seed + stage_index)
     model, source, from_pretrained = stage_model(stage, config, len(train_set.classes), accelerator)
+    if teacher is not None:
+        check_teacher(teacher, model, config.distill_from)
     augment_seed = config.seed * 10 + stage_index
     train_data, eval_set = stage_data(model, config, train_set, eval_set, augment_seed)
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
@@ -394,7 +404,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
                             augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout,
                             padding=config.crop_padding, flip=config.hflip, alternate_flip=config.alternate_flip):
             step_started = time.time()
-            loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator)
+            loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator, teacher)
             if config.compile and state.stage_step == stage_first_step:
                 accelerator.print(f'[{stage}] torch.compile: the first step took {time.time() - step_started:.1f} s')
             state.epoch_losses.append(loss)
@@ -454,13 +464,19 @@ def main() -> None:
         train_set = build_dataset(config.data_source, 'train', root=config.data_root, download=config.download)
         eval_set = build_dataset(config.data_source, config.eval_split, root=config.data_root,
                                  download=config.download)
+    teacher = None
+    if config.distill_from:  # the same on every rank: loaded from the same file, never trained
+        teacher = load_teacher(config.distill_from, config.model, config.model_args(len(train_set.classes)),
+                               config.cifar_stem)
+        teacher.to(accelerator.device,
+                   memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     state = TrainState(accelerator.num_processes)
     accelerator.register_for_checkpointing(state)
     accelerator.init_trackers('train', config={k: str(v) for k, v in dataclasses.asdict(config).items()})
     if not plan:
         accelerator.print(f'every stage of {config.stages} is complete in {config.output}; nothing to resume')
     for stage, resume_from in plan:
-        run_stage(stage, resume_from, state, config, train_set, eval_set, accelerator)
+        run_stage(stage, resume_from, state, config, train_set, eval_set, accelerator, teacher)
     accelerator.end_training()
 
 

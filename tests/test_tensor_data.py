@@ -144,3 +144,20 @@ def test_channels_last_and_normalize():
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(normalize_batch(images), (images.float() / 255 - mean) / std)
+
+
+def test_alternating_flip_shows_the_other_side_every_epoch():
+    """Epoch 0 draws each sample's flip (about half flipped); every later epoch flips what the epoch before did
+    not. Crops and cutout still follow (seed, epoch, sample)."""
+    images, index = _images(64), torch.arange(64)
+    plain = [augment_batch(images, index, seed=3, epoch=e, padding=0) for e in range(3)]
+    alternating = [augment_batch(images, index, seed=3, epoch=e, padding=0, alternate_flip=True) for e in range(3)]
+    unflipped = normalize_batch(images)
+    flipped = [torch.tensor([torch.equal(a[i], unflipped[i].flip(-1)) and not torch.equal(a[i], unflipped[i])
+                             for i in range(64)]) for a in alternating]
+    assert 16 < int(flipped[0].sum()) < 48
+    assert torch.equal(flipped[1], ~flipped[0]) and torch.equal(flipped[2], flipped[0])
+    assert not torch.equal(plain[1], alternating[1])  # the random flips do not alternate
+    cropped = augment_batch(images, index, seed=3, epoch=1, padding=4, alternate_flip=True, cutout=8)
+    assert torch.equal(cropped, augment_batch(images, index, seed=3, epoch=1, padding=4, alternate_flip=True,
+                                              cutout=8))

@@ -28,6 +28,10 @@ class TrainConfig(RunConfig):
     auxiliary_weight: float = 0.4  # PR-DARTS models: weight of the auxiliary head's loss (0 = no head)
     drop_path_rate: float = 0.0  # ramped linearly from 0 over each stage, as in the DARTS evaluation
     drop_rate: float = 0.0
+    # distillation (prdarts_timm.distill): a teacher for every stage of the run (null = none)
+    distill_from: Optional[str] = None  # a run folder or its stage, a checkpoint file, or a tag with weights
+    distill_weight: float = 0.5  # loss = (1 - w) * task loss + w * T^2 * KL(teacher || student) at temperature T
+    distill_temperature: float = 4.0
     # pruning
     k: float = 0.01  # fraction of weights kept
     global_k: bool = False  # one threshold across all layers instead of k per layer
@@ -62,7 +66,8 @@ class TrainConfig(RunConfig):
     # keys added after runs were made, with the value that continues such a run as it started
     ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', channels_last=False, compile=False,
                                                  crop_padding=4, hflip=True, holdout_fraction=0.1,
-                                                 reset_classifier=False, alternate_flip=False)
+                                                 reset_classifier=False, alternate_flip=False,
+                                                 distill_from=None, distill_weight=0.5, distill_temperature=4.0)
 
     def __post_init__(self):
         super().__post_init__()
@@ -88,6 +93,10 @@ class TrainConfig(RunConfig):
         if self.alternate_flip and not (self.hflip and self.data_format == 'tensor'):
             raise ValueError('alternate_flip alternates the flips of the tensor data path: it needs hflip true and '
                              'data_format tensor')
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f'distill_weight must be in [0, 1], got {self.distill_weight}')
+        if self.distill_temperature <= 0:
+            raise ValueError(f'distill_temperature must be > 0, got {self.distill_temperature}')
         if self.pretrained and self.source:
             raise ValueError('pretrained and source both say where the first stage starts: set one of them')
         if self.reset_classifier and not self.pretrained:

@@ -1,0 +1,159 @@
+"""Accuracy per CPU-hour of training configs: each config trained with ``recipes/train.py`` on CIFAR-10, its
+per-epoch top-1 against the CPU-minutes spent, its final top-1 on the whole test split, one table and one plot.
+
+    python benchmarks/bench_recipe.py --data_root cifar10 --output runs/bench_recipe \\
+        --run old=recipes/configs/weights_cifar10_cpu.yaml:--pretrain_epochs,1 \\
+        --run fast=recipes/configs/fast_cifar10.yaml --stages '[pretrain]' --report docs/fast_schedule
+
+Each ``--run NAME=CONFIG[:ARG,ARG,...]`` trains into ``<output>/NAME`` (the extra arguments are command-line
+overrides of the config), launched as a user launches it (``accelerate launch --cpu
+--num_cpu_threads_per_process THREADS``), one run after the other so that none slows another. A run folder
+that is already complete is read, not trained again (runs made earlier, or by hand with the same recipe, join
+the report the same way); one with a checkpoint is resumed.
+
+The CPU time is the recipe's own (``summary.json``: this process's user + system time, every thread, every
+resumed segment; each epoch's at its end from ``history``). Runs made before per-epoch times were recorded have
+only the stage's total: their epochs are then placed at equal shares of it (marked "spread" in the report).
+The final top-1 of each run's last stage comes from ``recipes/evaluate.py`` on the whole test split; the
+per-epoch curve from the run's own evaluations (``eval_max_batches`` images of it).
+
+Writes ``<report>/table.md``, ``<report>/accuracy_per_cpu_minute.png`` and ``<report>/results.json``.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prdarts_timm.io import atomic_write_json, atomic_write_text  # noqa: E402
+from prdarts_timm.profile import cpu_name  # noqa: E402
+from prdarts_timm.run_folder import TrainRun  # noqa: E402
+from prdarts_timm.retrain.config import STAGES  # noqa: E402
+
+
+def parse_run(text: str) -> Dict[str, Any]:
+    name, _, rest = text.partition('=')
+    config, _, extra = rest.partition(':')
+    if not name or not config:
+        raise SystemExit(f'--run {text!r}: write NAME=CONFIG or NAME=CONFIG:--key,value,...')
+    return dict(name=name, config=config, extra=[a for a in extra.split(',') if a])
+
+
+def train(run: Dict[str, Any], args: argparse.Namespace) -> None:
+    out = Path(args.output) / run['name']
+    folder = TrainRun(out)
+    stages = [s for s in STAGES if s in args.stages]
+    if all(folder.is_complete(s) for s in stages):
+        print(f'[{run["name"]}] complete in {out}: read, not trained again')
+        return
+    resume = ['--resume'] if folder.config.exists() else []
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--cpu', '--num_processes', '1',
+           '--num_cpu_threads_per_process', str(args.threads), '--mixed_precision', 'no', '--dynamo_backend', 'no',
+           'recipes/train.py', '--cpu', '--config', run['config'], '--output', str(out), '--stages',
+           f'[{", ".join(stages)}]', *run['extra'], *resume]
+    if args.data_root:
+        cmd += ['--data_source', 'imagefolder', '--data_root', args.data_root]
+    print('+', ' '.join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+
+
+def evaluate(run: Dict[str, Any], args: argparse.Namespace, stage: str) -> Dict[str, Any]:
+    """The final network's top-1 on the whole test split (recipes/evaluate.py), cached beside the run."""
+    out = Path(args.output) / run['name']
+    report = out / f'eval_{stage}.json'
+    if not report.is_file():
+        folder = TrainRun(out)
+        name, kwargs, _ = folder.inference_args(stage)
+        cmd = [sys.executable, 'recipes/evaluate.py', '--model', name.split('.')[0], '--checkpoint',
+               str(folder.inference_weights(stage)), '--no_latency', '--output', str(report),
+               '--model_kwargs', *[f'{k}={json.dumps(v)}' for k, v in kwargs.items()]]
+        if args.data_root:
+            cmd += ['--data_source', 'imagefolder', '--data_root', args.data_root]
+        print('+', ' '.join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    return json.loads(report.read_text())
+
+
+def curve(summary) -> List[Dict[str, Any]]:
+    """(epoch, CPU-minutes at its end, top-1) of a stage; a run without per-epoch times spreads its total."""
+    history, points = summary.history, []
+    for i, record in enumerate(history):
+        spread = record.get('cpu_seconds') is None
+        cpu = summary.cpu_seconds * (i + 1) / len(history) if spread else record['cpu_seconds']
+        points.append(dict(epoch=i + 1, cpu_minutes=round(cpu / 60, 2), top1=record['top1'], spread=spread))
+    return points
+
+
+def plot(results: List[Dict[str, Any]], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for result in results:
+        points = result['curve']
+        line, = ax.plot([p['cpu_minutes'] for p in points], [p['top1'] for p in points], marker='o',
+                        label=f'{result["name"]} (per-epoch eval subset)')
+        if result.get('final_top1') is not None:
+            ax.scatter([points[-1]['cpu_minutes']], [result['final_top1']], marker='*', s=160, color=line.get_color(),
+                       label=f'{result["name"]}: {result["final_top1"]:.2f}% on the full test split', zorder=3)
+    ax.set_xlabel('CPU-minutes (process CPU time, training and per-epoch evaluation)')
+    ax.set_ylabel('top-1 (%)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--run', action='append', required=True, type=parse_run,
+                        help='NAME=CONFIG[:--key,value,...] (repeat)')
+    parser.add_argument('--stages', default='[pretrain]', help="the stages to train and report, e.g. '[pretrain]'")
+    parser.add_argument('--data_root', default=None, help='ImageFolder root of CIFAR-10 (default: the config\'s)')
+    parser.add_argument('--output', default='runs/bench_recipe')
+    parser.add_argument('--threads', type=int, default=os.cpu_count())
+    parser.add_argument('--report', default=None, help='folder for table.md, the plot and results.json')
+    parser.add_argument('--no_final_eval', action='store_true', help='skip the full-test-split evaluation')
+    args = parser.parse_args()
+    args.stages = [s.strip() for s in args.stages.strip('[]').split(',') if s.strip()]
+
+    results = []
+    for run in args.run:
+        train(run, args)
+        folder = TrainRun(Path(args.output) / run['name'])
+        last = [s for s in STAGES if s in args.stages][-1]
+        summary = folder.read_summary(last)
+        final = None if args.no_final_eval else evaluate(run, args, last)
+        results.append(dict(name=run['name'], config=run['config'], extra=run['extra'], stage=last,
+                            epochs=len(summary.history), cpu_minutes=round(summary.cpu_seconds / 60, 2),
+                            wall_minutes=round(summary.seconds / 60, 2), hardware=summary.hardware,
+                            command=summary.command, curve=curve(summary),
+                            final_top1=final['top1'] if final else None))
+    lines = ['| run | epochs | CPU-minutes | wall minutes | top-1, last epoch (eval subset) | top-1, full test split |',
+             '|---|---|---|---|---|---|']
+    for r in results:
+        final = f'{r["final_top1"]:.2f}%' if r['final_top1'] is not None else '-'
+        lines.append(f'| {r["name"]} | {r["epochs"]} | {r["cpu_minutes"]:.1f} | {r["wall_minutes"]:.1f} | '
+                     f'{r["curve"][-1]["top1"]:.2f}% | {final} |')
+    table = '\n'.join(lines)
+    print(table)
+    if args.report:
+        report = Path(args.report)
+        report.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(report / 'table.md', table + '\n')
+        atomic_write_json(report / 'results.json', dict(machine=cpu_name(),
+                                                         platform=platform.platform(), runs=results))
+        plot(results, report / 'accuracy_per_cpu_minute.png')
+        print(f'wrote {report}/table.md, accuracy_per_cpu_minute.png, results.json')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,36 @@
+"""The fast CIFAR-10 schedule (recipes/configs/fast_cifar10.yaml) end to end on the embedded mini CIFAR-10, run
+through benchmarks/bench_recipe.py as the measurement runs it (accelerate launch, then evaluate.py, the report)."""
+import json
+import subprocess
+import sys
+
+import yaml
+
+from test_train_recipe import ENV, ROOT, _ok
+
+TINY = '--data_source,mini,--batch_size,16,--max_steps_per_epoch,3,--eval_max_batches,1,--pretrain_epochs,2'
+
+
+def test_fast_config_three_stages_and_the_report(tmp_path):
+    config = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'fast_cifar10.yaml').read_text())
+    assert config['alternate_flip'] and config['auxiliary_weight'] == 0 and config['cutout'] == 0
+    result = subprocess.run(
+        [sys.executable, 'benchmarks/bench_recipe.py', '--run', f'fast=recipes/configs/fast_cifar10.yaml:{TINY}',
+         '--stages', '[pretrain, prune, finetune]', '--output', str(tmp_path / 'runs'), '--threads', '1',
+         '--report', str(tmp_path / 'report')], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    _ok(result)
+    run = tmp_path / 'runs' / 'fast'
+    for stage in ('pretrain', 'prune', 'finetune'):
+        summary = json.loads((run / stage / 'summary.json').read_text())
+        assert summary['k'] == (1.0 if stage == 'pretrain' else 0.01)
+        times = [record['cpu_seconds'] for record in summary['history']]
+        assert times == sorted(times) and times[0] > 0 and times[-1] <= summary['cpu_seconds']
+    assert len(json.loads((run / 'pretrain' / 'summary.json').read_text())['history']) == 2
+    assert json.loads((run / 'launch.json').read_text())['num_processes'] == 1
+    report = json.loads((tmp_path / 'report' / 'results.json').read_text())
+    (fast,) = report['runs']
+    evaluation = json.loads((run / 'eval_finetune.json').read_text())
+    assert fast['final_top1'] == evaluation['top1'] and evaluation['dataset']['num_evaluated'] == 1000
+    assert [p['epoch'] for p in fast['curve']] == [1, 2, 3] and not any(p['spread'] for p in fast['curve'])
+    assert (tmp_path / 'report' / 'accuracy_per_cpu_minute.png').stat().st_size > 10_000
+    assert '| fast | 3 |' in (tmp_path / 'report' / 'table.md').read_text()
