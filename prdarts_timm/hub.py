@@ -23,7 +23,7 @@ import torch.nn as nn
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import safe_open
-from timm.models._hub import save_config_for_hf
+from timm.models import save_for_hf
 
 from .builder import drop_training_only
 from .checkpoint import encode_sparse, read_state_dict, save_safetensors
@@ -49,8 +49,12 @@ def export_args(model: nn.Module) -> Dict[str, Any]:
 
 def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
                   extra_files: Optional[Mapping[str, Union[str, bytes]]] = None, overwrite: bool = False,
-                  sparse: bool = False) -> Path:
+                  sparse: bool = False, label_names: Optional[Sequence[str]] = None) -> Path:
     """Write ``model`` (pruned or baked; baked here, auxiliary head dropped) as a Hub folder in timm's layout.
+
+    ``label_names``: the class names in label order (the data set's classes), written into ``config.json`` as
+    timm does (``label_names`` and ``pretrained_cfg.label_names``); without them none are written, whatever the
+    model's default config names (a network fine-tuned on other data keeps its architecture's config).
 
     ``sparse=True`` adds ``model.sparse.safetensors``, the same tensors in the compact form of
     :func:`prdarts_timm.checkpoint.encode_sparse`; ``model.safetensors`` stays, so any timm or safetensors
@@ -66,10 +70,16 @@ def export_folder(model: nn.Module, folder: Union[str, os.PathLike], card: str,
     check_card(card)
     model = drop_training_only(bake(copy.deepcopy(model))).eval()
     args = export_args(model)
+    if label_names is not None and len(label_names) != model.num_classes:
+        raise HubError(f'{len(label_names)} label names for a model of {model.num_classes} classes: pass the names '
+                       'of the classes it was trained on, in label order')
+    model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k != 'label_names'}
+    if label_names is not None:
+        model.pretrained_cfg['label_names'] = tuple(label_names)
+    model_config = dict(label_names=list(label_names)) if label_names is not None else None
 
     def write(tmp: Path) -> None:
-        save_config_for_hf(model, str(tmp / 'config.json'), model_args=args)
-        save_safetensors(model.state_dict(), tmp / 'model.safetensors', metadata={'format': 'pt'})
+        save_for_hf(model, str(tmp), model_config=model_config, model_args=args, safe_serialization=True)
         if sparse:
             save_safetensors(encode_sparse(model.state_dict()), tmp / 'model.sparse.safetensors',
                              metadata={'format': 'pt', 'encoding': 'prdarts_timm.checkpoint.encode_sparse'})

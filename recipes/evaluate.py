@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import yaml
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 import prdarts_timm
 from prdarts_timm import bake, count_params, sparsity_report
@@ -64,8 +65,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--model', default=None, help="any timm.create_model name (prdarts_c10_mini, resnet18)")
     parser.add_argument('--run', default=None,
                         help="a recipes/train.py folder: its inference network, built as the run built it")
-    parser.add_argument('--checkpoint', default=None,
-                        help='state dict file (.safetensors or torch.save); without it the weights are random')
+    parser.add_argument('--checkpoint', default=None, help='state dict file (.safetensors or torch.save)')
+    parser.add_argument('--pretrained', action='store_true',
+                        help="the model's published weights (timm's pretrained=True: a tag, hf-hub:..., local-dir:...)")
+    parser.add_argument('--random_weights', action='store_true',
+                        help='evaluate an untrained network on purpose (its size, MACs and latency)')
     parser.add_argument('--num_classes', type=int, default=None, help="classes of the model (default: the model's)")
     parser.add_argument('--cifar_stem', action='store_true',
                         help='give a timm ResNet / MobileNet the 32x32 stem it was trained with (train.py cifar_stem)')
@@ -89,9 +93,13 @@ def parse_args() -> argparse.Namespace:
         parser.error('--batch_size, --max_batches and --threads must be >= 1')
     if (args.run is None) == (args.model is None):
         parser.error('pass --model (with --checkpoint), or --run for a recipes/train.py folder, not both')
+    if args.model is not None and [args.checkpoint is not None, args.pretrained, args.random_weights].count(True) != 1:
+        parser.error(f'say which weights to evaluate: --pretrained ({args.model}\'s published weights), --checkpoint '
+                     'FILE, or --random_weights (an untrained network, for its size, MACs and latency): exactly one')
     if args.run is not None:
         given = [f'--{k}' for k in ('checkpoint', 'num_classes', 'genotype') if getattr(args, k) is not None]
         given += ['--cifar_stem'] * args.cifar_stem + ['--model_kwargs'] * bool(args.model_kwargs)
+        given += ['--pretrained'] * args.pretrained + ['--random_weights'] * args.random_weights
         if given:
             parser.error(f'--run takes the model and its weights from the run: drop {", ".join(given)}')
     return args
@@ -123,7 +131,7 @@ def describe_dataset(args: argparse.Namespace, dataset, used: int) -> Dict[str, 
              'imagefolder': f'ImageFolder {args.data_root}', 'torchvision': 'CIFAR-10 (torchvision release)'}
     text = f'{names[args.data_source]}, split {args.split!r}, {used} of {len(dataset)} images'
     return dict(source=args.data_source, root=args.data_root, split=args.split, num_images=len(dataset),
-                num_evaluated=used, num_classes=len(dataset.classes), description=text)
+                num_evaluated=used, num_classes=len(dataset.classes), classes=list(dataset.classes), description=text)
 
 
 def human(n: float) -> str:
@@ -151,11 +159,9 @@ def main() -> None:
         args.checkpoint = str(run.baked)
     else:
         kwargs = model_kwargs(args)
-    model = create_model(args.model, cifar_stem=args.cifar_stem, **kwargs)
+    model = create_model(args.model, cifar_stem=args.cifar_stem, pretrained=args.pretrained, **kwargs)
     if args.checkpoint is not None:
         load_checkpoint(model, args.checkpoint)
-    else:
-        print('note: no --checkpoint, the weights are random', file=sys.stderr)
     model.eval()
 
     transform, size = data_transforms(model)[1], input_size(model)
@@ -172,7 +178,8 @@ def main() -> None:
     loader = DataLoader(dataset_used, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
     device = torch.device(args.device)
     model.to(device)
-    acc = accuracy(model, loader, device, top5=num_classes is not None and num_classes >= 5)
+    acc = accuracy(model, tqdm(loader, desc=f'evaluate {args.model}', unit='batch'), device,
+                   top5=num_classes is not None and num_classes >= 5)
     del acc['loss']  # the report gives accuracy only
     model.to('cpu')
 
@@ -187,7 +194,7 @@ def main() -> None:
                                                         warmup=args.latency_warmup, repeats=args.latency_repeats)
 
     results: Dict[str, Any] = dict(
-        model=args.model, model_kwargs=kwargs, checkpoint=args.checkpoint,
+        model=args.model, model_kwargs=kwargs, pretrained=args.pretrained, checkpoint=args.checkpoint,
         checkpoint_sha256=file_sha256(args.checkpoint) if args.checkpoint else None, input_size=list(size),
         dataset=describe_dataset(args, dataset, acc['num_samples']), batch_size=args.batch_size,
         max_batches=args.max_batches, **acc,

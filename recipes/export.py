@@ -7,7 +7,8 @@
 
 Reads the run folder of ``recipes/train.py`` (``finetune/model_baked.safetensors``, every stage's
 ``summary.json``, ``config.yaml``, ``launch.json``) and the ``recipes/evaluate.py`` JSON of that same baked
-file (checked by sha256), and writes ``--output``: ``config.json``, ``model.safetensors`` (masks baked in),
+file (checked by sha256), and writes ``--output``: ``config.json`` (with ``label_names``, the evaluated data set's
+classes in label order), ``model.safetensors`` (masks baked in),
 ``model.sparse.safetensors`` with ``--sparse`` (the same tensors, compact), ``README.md`` (rendered from
 ``hub_cards/prdarts.md``; every number from the evaluation and the summaries,
 a missing one is an error), ``train_config.yaml``, ``launch.json``, ``evaluation.json`` (and
@@ -122,7 +123,12 @@ def main() -> None:
                   for e in more})
     if run.launch.exists():
         extra['launch.json'] = run.launch.read_text()
-    folder = export_folder(model, args.output, card, extra_files=extra, overwrite=args.overwrite, sparse=args.sparse)
+    label_names = evaluation['dataset'].get('classes')  # the evaluated data set's classes, in label order
+    if label_names is None:
+        print(f'note: {args.evaluation} names no classes (written by an older evaluate.py): config.json gets no '
+              'label_names; evaluate again to have them')
+    folder = export_folder(model, args.output, card, extra_files=extra, overwrite=args.overwrite, sparse=args.sparse,
+                           label_names=label_names)
     print(f'exported {args.name} to {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
     print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) after import prdarts_timm")
     if args.bundle:

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
 TINY = dict(C=4, layers=3)
 TINY_ARGS = ['--model', 'prdarts_c10_mini', '--model_kwargs', 'C=4', 'layers=3']
+PUBLISHED = 'prdarts_c10_micro.sp99_cifar10'
 BATCH, BATCHES = 250, 2  # the first 500 mini test images: classes 0 to 4
 
 
@@ -117,7 +118,11 @@ def runs(baked, tmp_path_factory):
         mismatch=['--model', 'prdarts_c10_mini', '--model_kwargs', 'C=8', 'layers=3', '--checkpoint', ckpt,
                   '--no_latency'],
         unknown_model=['--model', 'prdarts_c10_minii', '--checkpoint', ckpt, '--no_latency'],
-        missing_root=[*TINY_ARGS, '--data_source', 'imagefolder', '--data_root', str(tmp / 'none'), '--no_latency'],
+        missing_root=[*TINY_ARGS, '--random_weights', '--data_source', 'imagefolder', '--data_root',
+                      str(tmp / 'none'), '--no_latency'],
+        no_weights=['--model', 'prdarts_c10_micro.sp99_cifar10', '--no_latency'],
+        tag_without_weights=['--model', 'prdarts_c10.sp99_cifar10', '--pretrained', '--no_latency'],
+        pretrained=['--model', PUBLISHED, '--pretrained', '--no_latency', '--output', str(tmp / 'pretrained.json')],
     )
     procs = {name: subprocess.Popen([sys.executable, 'recipes/evaluate.py', *args], cwd=ROOT, env=ENV,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -249,3 +254,21 @@ def test_training_checkpoint_with_auxiliary_head_loads_into_the_inference_networ
     without_head = {k: v for k, v in state.items() if not k.startswith('aux_head.')}
     with pytest.raises(CheckpointError, match=r'missing key\(s\).*aux_head'):
         load_state_dict_checked(tiny_model(auxiliary=True), without_head, 'inference.safetensors')
+
+
+def test_pretrained_reproduces_the_cards_figure(runs):
+    """``--pretrained`` evaluates the tag's published weights: the mini-split top-1 of its card."""
+    result, data = _succeeded(runs['pretrained'])
+    stated = json.loads((ROOT / 'hub' / PUBLISHED / 'evaluation_mini_test.json').read_text())
+    assert data['pretrained'] and data['checkpoint'] is None
+    assert data['dataset']['num_evaluated'] == stated['dataset']['num_evaluated'] == 1000
+    assert abs(data['top1'] - stated['top1']) <= 0.5, (data['top1'], stated['top1'])
+    assert data['weights']['nonzero'] == stated['weights']['nonzero']
+    assert data['dataset']['classes'] == list(prdarts_timm.cifar.CIFAR10_CLASSES)
+    assert 'evaluate prdarts_c10_micro' in result.stderr  # the progress bar
+
+
+def test_a_tag_is_never_evaluated_with_random_weights(runs):
+    result, _ = runs['no_weights']
+    assert result.returncode == 2 and '--pretrained' in result.stderr and '--random_weights' in result.stderr
+    _fails(runs['tag_without_weights'], 'PretrainedWeightsError', 'no pretrained weights exist for prdarts_c10')

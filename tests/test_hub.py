@@ -71,8 +71,11 @@ def exported(tmp_path_factory):
     card = render_card(CARD_TEMPLATE.read_text(), card_values(
         'prdarts_c10_mini.sp90_custom', HUB_ID, evaluation_for(model), SUMMARY, model))
     folder = export_folder(model, tmp_path_factory.mktemp('hub') / 'export', card,
-                           extra_files={'train_config.yaml': 'k: 0.1\n'})
+                           extra_files={'train_config.yaml': 'k: 0.1\n'}, label_names=LABELS)
     return folder, model
+
+
+LABELS = [f'class_{i}' for i in range(10)]  # the data set's classes, not the architecture's default CIFAR-10 names
 
 
 def seed_hf_cache(cache: Path, repo_id: str, folder: Path) -> None:
@@ -95,6 +98,14 @@ def test_export_layout(exported):
     assert config['num_features'] == model.num_features and config['global_pool'] == 'avg'
     assert config['model_args']['genotype']['normal'][0] == ['dil_conv_5x5', 0]
     assert config['model_args']['C'] == 4 and config['pretrained_cfg']['input_size'] == [3, 32, 32]
+    assert config['label_names'] == config['pretrained_cfg']['label_names'] == LABELS
+    loaded = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    assert list(loaded.pretrained_cfg['label_names']) == LABELS
+    with pytest.raises(HubError, match='3 label names for a model of 10 classes'):
+        export_folder(model, folder.parent / 'other', (folder / 'README.md').read_text(), label_names=LABELS[:3])
+    unnamed = export_folder(model, folder.parent / 'unnamed', (folder / 'README.md').read_text())
+    config = json.loads((unnamed / 'config.json').read_text())
+    assert 'label_names' not in config and 'label_names' not in config['pretrained_cfg']
     from safetensors.torch import load_file
     state = load_file(folder / 'model.safetensors')
     assert not any(k.endswith(('.scores', '.mask')) or k.startswith('aux_head.') for k in state)

@@ -8,6 +8,7 @@ import timm
 from torch.utils.data import DataLoader
 
 import prdarts_timm  # noqa: F401  (registers the models)
+from prdarts_timm.cifar import CIFAR10_CLASSES
 from prdarts_timm.data import build_dataset
 from prdarts_timm.io import file_sha256
 from prdarts_timm.models.prdarts import BUNDLED_WEIGHTS, WEIGHTS_DIR
@@ -32,10 +33,13 @@ def test_published_tag_loads_offline_and_matches_its_card(tag):
     stated = json.loads((folder / 'evaluation_mini_test.json').read_text())
     card = (folder / 'README.md').read_text()
     assert f"- Also: top-1 {stated['top1']:.2f}%" in card and f"hf-hub:{entry['hf_hub_id']}" in card
-    assert json.loads((folder / 'config.json').read_text())['architecture'] == tag.split('.')[0]
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['architecture'] == tag.split('.')[0]
+    assert config['label_names'] == config['pretrained_cfg']['label_names'] == list(CIFAR10_CLASSES)
 
     model = timm.create_model(tag, pretrained=True)  # HF_HUB_OFFLINE=1 in the suite: the bundled file
     assert model.pretrained_cfg['tag'] == tag.split('.')[1]
+    assert tuple(model.pretrained_cfg['label_names']) == CIFAR10_CLASSES  # what the indices mean
     report = prdarts_timm.sparsity_report(model)
     assert report.nonzero == stated['weights']['nonzero']  # masks restored from the zeros
     loader = DataLoader(build_dataset('mini', 'test', transform=data_transforms(model)[1]), batch_size=250)

@@ -20,13 +20,13 @@ from torch.utils.checkpoint import checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, SelectAdaptivePool2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import (
+    PretrainedCfg, build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, list_pretrained, register_model,
+)
 from timm.models._features import feature_take_indices
-from timm.models._pretrained import PretrainedCfg
-from timm.models._registry import get_pretrained_cfg, list_pretrained
 
 from ..checkpoint import decode_sparse
-from ..cifar import CIFAR10_MEAN, CIFAR10_STD
+from ..cifar import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from ..errors import CheckpointError, PretrainedWeightsError
 from ..genotypes import Genotype, get_genotype
 from ..io import file_sha256
@@ -408,7 +408,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     return {
         'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (8, 8),
         'crop_pct': 1.0, 'crop_mode': 'center', 'interpolation': 'bilinear',
-        'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
+        'mean': CIFAR10_MEAN, 'std': CIFAR10_STD, 'label_names': CIFAR10_CLASSES,
         'first_conv': 'stem0.0', 'classifier': 'classifier', 'license': 'apache-2.0',
         'paper_ids': 'arXiv:2207.06968', 'paper_name': 'PR-DARTS: Pruning-Based Differentiable Architecture Search',
         **kwargs,
@@ -418,7 +418,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
 def _cfg_in1k(**kwargs) -> Dict[str, Any]:
     return _cfg(
         num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-        interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, **kwargs)
+        interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, label_names=None, **kwargs)
 
 
 # Weights the package carries (prdarts_timm/weights/index.json: tag -> file, sha256, hf_hub_id). A tag gets a
