@@ -31,10 +31,11 @@ from .errors import CardError, CheckpointError, HubError
 from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256, read_json_object
 from .layers import bake
 
-__all__ = ['HubError', 'CardError', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
+__all__ = ['HubError', 'CardError', 'card_repo_id', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
            'check_folder', 'check_repo_id', 'read_json', 'REQUIRED_FILES']
 
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
+REPOSITORY = 'https://github.com/prdarts-timm/prdarts-timm'  # also pyproject.toml's [project.urls]
 
 
 def export_args(model: nn.Module) -> Dict[str, Any]:
@@ -112,7 +113,7 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
     history = summary.get('history') or []
     budget = '; '.join(_stage_budget(s) for s in summary.get('stages') or ()) or None
     return dict(
-        name=name, hub_id=hub_id, architecture=name.split('.')[0],
+        name=name, hub_id=hub_id, architecture=name.split('.')[0], repository=REPOSITORY,
         dataset_name=get(evaluation, 'dataset', 'description') and (
             'CIFAR-10 (JPEG copy)' if get(evaluation, 'dataset', 'source') in ('mini', 'imagefolder')
             else 'CIFAR-10'),
@@ -185,6 +186,15 @@ def _more_evaluation_line(evaluation: Mapping[str, Any]) -> str:
                         'recipes/evaluate.py writes)')
     return (f"- Also: top-1 {values['top1']:.2f}%, top-5 {values['top5']:.2f}% on the {values['n']:,} images of "
             f"the `{values['split']}` split of data source `{values['source']}`: `{values['command']}`\n")
+
+
+def card_repo_id(folder: Union[str, os.PathLike]) -> str:
+    """The Hub repo an exported folder was made for: the ``hf-hub:`` name its card loads."""
+    found = set(re.findall(r"hf-hub:([\w.-]+/[\w.-]+)", (Path(folder) / 'README.md').read_text()))
+    if len(found) != 1:
+        raise HubError(f'the card of {folder} names {len(found)} hf-hub: repos ({sorted(found)}), not one: export '
+                       'the folder again with recipes/export.py')
+    return found.pop()
 
 
 def read_json(path: Path, what: str) -> Dict[str, Any]:

@@ -20,9 +20,10 @@ their own. Both kinds refuse to write over an existing run and to resume one mad
 (:func:`check_new_or_resume`).
 """
 import dataclasses
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch.nn as nn
 
@@ -33,7 +34,7 @@ from .errors import ConfigError, RunFolderError
 from .io import atomic_write_json, atomic_write_text, read_json_object
 from .retrain.config import STAGES
 
-__all__ = ['RunFolderError', 'Launch', 'StageSummary', 'TrainRun', 'SearchRun', 'check_new_or_resume']
+__all__ = ['RunFolderError', 'Launch', 'StageSummary', 'TrainRun', 'SearchRun', 'chain_commands', 'check_new_or_resume']
 
 T = TypeVar('T')
 TRAINING_ONLY_ARGS = ('auxiliary', 'drop_path_rate', 'drop_rate')  # model args the inference network lacks
@@ -229,6 +230,35 @@ class SearchRun:
 
     def write_start(self, config: Any) -> None:
         atomic_write_text(self.config, config_to_yaml(config))
+
+
+def _option(args: List[str], name: str) -> Optional[int]:
+    """The index of ``name``'s value in ``args`` (``--name value``), or None."""
+    return next((i + 1 for i, a in enumerate(args[:-1]) if a == name), None)
+
+
+def chain_commands(commands: Sequence[str]) -> List[str]:
+    """Training commands, one per run that made a network (a dense run, then prune + finetune from it), as they
+    chain when run in order: a later run's ``--source <run>/<stage>/<file>`` names the earlier run by the
+    ``--output`` of its command. (A run folder moved after it trained keeps its recorded command, whose
+    ``--output`` is no longer where the later run found it.) A run resumed after a stop recorded its last segment's
+    command: its ``--resume`` goes, the run is started as its first segment was."""
+    chained: List[str] = []
+    previous_output = None
+    for command in commands:
+        args = shlex.split(command)
+        if '--resume' in args:
+            args.remove('--resume')
+            command = shlex.join(args)
+        source = _option(args, '--source')
+        if source is not None and previous_output is not None and Path(args[source]).parent.name in STAGES:
+            path = Path(args[source])
+            args[source] = str(Path(previous_output) / path.parent.name / path.name)
+            command = shlex.join(args)
+        output = _option(args, '--output')
+        previous_output = args[output] if output is not None else None
+        chained.append(command)
+    return chained
 
 
 def check_new_or_resume(config: T, root: Path, holds_run: bool, resume: bool, what: str) -> T:

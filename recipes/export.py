@@ -40,7 +40,7 @@ from prdarts_timm.hub import (
     HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card,
 )
 from prdarts_timm.io import file_sha256
-from prdarts_timm.run_folder import TrainRun
+from prdarts_timm.run_folder import TrainRun, chain_commands
 from prdarts_timm.training import input_size
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
@@ -113,7 +113,7 @@ def main() -> None:
                                 seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware)
                          for s in summaries],
                    history=final.history,
-                   commands=list(dict.fromkeys(s.command for s in summaries if s.command)))
+                   commands=chain_commands(list(dict.fromkeys(s.command for s in summaries if s.command))))
     prune = next((s for s in summaries if s.stage == 'prune'), None)  # the stage that chose the mask
     summary['pruning'] = dict(k=prune.k, global_k=prune.global_k) if prune else dict(kept_from=summaries[0].source)
     card = render_card(Path(args.template).read_text(),

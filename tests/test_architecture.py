@@ -23,7 +23,7 @@ LAYERS = [
     ('models', ['models', 'checkpoint', 'builder']),
     ('data and configs', ['data', 'tensor_data', 'synthetic_data', 'config']),
     ('search / retraining', ['search', 'retrain']),
-    ('shared training pieces', ['training', 'run_folder', 'cli', 'distill']),
+    ('shared training pieces', ['training', 'run_folder', 'cli', 'distill', 'run_script']),
     ('export', ['compact', 'deploy', 'hub', 'plots']),
 ]
 

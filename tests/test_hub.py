@@ -18,7 +18,7 @@ from prdarts_timm.builder import create_model
 from prdarts_timm.checkpoint import CheckpointError, decode_sparse, encode_sparse, read_state_dict
 from prdarts_timm.data import MINI_CIFAR10_PATH
 from prdarts_timm.hub import (
-    CardError, HubError, card_values, check_card, check_folder, check_repo_id, export_folder,
+    REPOSITORY, CardError, HubError, card_values, check_card, check_folder, check_repo_id, export_folder,
     render_card,
 )
 
@@ -243,6 +243,14 @@ def test_card_renders_only_with_every_value(exported):
     from huggingface_hub import ModelCard
     parsed = ModelCard(card, ignore_metadata_errors=False)
     assert parsed.data.library_name == 'timm' and 'pruning' in parsed.data.tags
+    assert parsed.data.pipeline_tag == 'image-classification'
+    assert f'pip install git+{REPOSITORY}' in card and f'[repository]({REPOSITORY})' in card
+    readme = (ROOT / 'README.md').read_text()  # the README's fine-tuning command, for this repo
+    assert 'accelerate launch recipes/train.py --config recipes/configs/finetune.yaml' in readme
+    assert ('accelerate launch recipes/train.py --config recipes/configs/finetune.yaml \\\n'
+            f'    --model hf-hub:{HUB_ID} --data_root my_data --output runs/my_finetune') in card
+    assert "print(model.pretrained_cfg['label_names'][index])" in card
+    assert 'a separate tool and run' in card  # which latency this is
     assert parsed.data.eval_results[0].metric_value == 12.5
     assert "per layer, the paper's (HYDRA): every pruned layer keeps the top 0.1" in card
     assert '- Budget: finetune: 1 epoch(s), 2 steps of 8 images, 1 s, 1.5 CPU-minutes (test CPU)\n' in card
@@ -341,3 +349,44 @@ def test_safetensors_metadata_is_written_in_sorted_order():
     canonical = _sorted_metadata(shuffled)
     assert canonical == _sorted_metadata(data) and b'{"encoding":"x","format":"pt"}' in canonical
     assert torch.equal(load(canonical)['w'], torch.ones(3))
+
+
+def test_push_uploads_the_folder_and_deletes_what_it_no_longer_holds(exported, monkeypatch, capsys):
+    """recipes/push_to_hub.py against a stand-in HfApi: the repo the card was exported for, every stale file of
+    the repo deleted (delete_patterns), another repo refused unless --allow_other_repo."""
+    import runpy
+    import sys as _sys
+
+    import huggingface_hub
+
+    folder, _ = exported
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(('create_repo', repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(('upload_folder', kwargs['repo_id'], kwargs))
+            return 'commit'
+
+    monkeypatch.setattr(huggingface_hub, 'HfApi', FakeApi)
+
+    def push(*args):
+        monkeypatch.setattr(_sys, 'argv', ['push_to_hub.py', '--folder', str(folder), *args])
+        runpy.run_path(str(ROOT / 'recipes' / 'push_to_hub.py'), run_name='__main__')
+
+    push('--repo_id', HUB_ID)
+    (upload,) = [c for c in calls if c[0] == 'upload_folder']
+    assert upload[1] == HUB_ID and upload[2]['delete_patterns'] == ['*']
+    assert upload[2]['folder_path'] == str(folder)
+    calls.clear()
+    with pytest.raises(SystemExit) as refused:
+        push('--repo_id', 'someone-else/other')
+    assert f'was exported for {HUB_ID}' in str(refused.value) and '--allow_other_repo' in str(refused.value)
+    assert calls == []
+    push('--repo_id', 'someone-else/other', '--allow_other_repo')
+    assert [c[1] for c in calls] == ['someone-else/other', 'someone-else/other']

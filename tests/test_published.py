@@ -33,6 +33,8 @@ def test_published_tag_loads_offline_and_matches_its_card(tag):
     stated = json.loads((folder / 'evaluation_mini_test.json').read_text())
     card = (folder / 'README.md').read_text()
     assert f"- Also: top-1 {stated['top1']:.2f}%" in card and f"hf-hub:{entry['hf_hub_id']}" in card
+    from huggingface_hub import ModelCard
+    assert ModelCard(card, ignore_metadata_errors=False).data.pipeline_tag == 'image-classification'
     config = json.loads((folder / 'config.json').read_text())
     assert config['architecture'] == tag.split('.')[0]
     assert config['label_names'] == config['pretrained_cfg']['label_names'] == list(CIFAR10_CLASSES)

@@ -82,3 +82,19 @@ def test_a_search_run_holds_a_run_once_it_has_a_checkpoint_or_a_genotype(tmp_pat
     (run.checkpoints / 'step_00000003').mkdir(parents=True)
     assert run.holds_run() and run.newest_checkpoint().name == 'step_00000003'
     assert run.epoch_genotype('pretrain', 2).name == 'pretrain_002.json'
+
+
+def test_training_commands_chain_as_written():
+    """A dense run moved after it trained: the prune + finetune command names it by the dense command's output."""
+    from prdarts_timm.run_folder import chain_commands
+    dense = "accelerate launch recipes/train.py --cpu --config c.yaml --output runs/weights/dense --stages '[pretrain]'"
+    assert chain_commands([dense + ' --resume']) == [dense]  # a resumed run's command, as it started
+    sparse = ("accelerate launch recipes/train.py --cpu --output runs/weights/k0.1 --stages '[prune, finetune]' "
+              '--source runs/weights/prdarts_c10_micro/dense/pretrain/model.safetensors --k 0.1')
+    chained = chain_commands([dense, sparse])
+    assert chained[0] == dense
+    assert '--source runs/weights/dense/pretrain/model.safetensors --k 0.1' in chained[1]
+    assert "--stages '[prune, finetune]'" in chained[1]
+    assert chain_commands([sparse]) == [sparse]  # nothing earlier to name
+    assert chain_commands([dense, sparse.replace('--source', '--pretrained true --x')]) == [
+        dense, sparse.replace('--source', '--pretrained true --x')]
