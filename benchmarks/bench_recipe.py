@@ -71,8 +71,9 @@ def evaluate(run: Dict[str, Any], args: argparse.Namespace, stage: str) -> Dict[
         folder = TrainRun(out)
         name, kwargs, _ = folder.inference_args(stage)
         cmd = [sys.executable, 'recipes/evaluate.py', '--model', name.split('.')[0], '--checkpoint',
-               str(folder.inference_weights(stage)), '--no_latency', '--output', str(report),
-               '--model_kwargs', *[f'{k}={json.dumps(v)}' for k, v in kwargs.items()]]
+               str(folder.inference_weights(stage)), '--no_latency', '--output', str(report)]
+        if kwargs:
+            cmd += ['--model_kwargs', *[f'{k}={json.dumps(v)}' for k, v in kwargs.items()]]
         if args.data_root:
             cmd += ['--data_source', 'imagefolder', '--data_root', args.data_root]
         print('+', ' '.join(cmd), flush=True)

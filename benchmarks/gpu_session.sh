@@ -45,7 +45,7 @@ echo "== 4. data ($(left)s left)"
 if (( DRY )); then
     DATA=(--data_source mini)
     EVAL_DATA=(--data_source mini)
-    MODEL=(--model prdarts_c10 --model_kwargs '{C: 8, layers: 3}' --batch_size 16 --max_steps_per_epoch 2
+    MODEL=(--model prdarts_c10 --model_kwargs C=8 layers=3 --batch_size 16 --max_steps_per_epoch 2
            --eval_max_batches 1 --checkpoint_every 100000)
     EVAL_MODEL=(--model prdarts_c10 --model_kwargs C=8 layers=3)
     ACCEL=(--cpu)

@@ -3,14 +3,14 @@ import argparse
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Dict, Optional, Type, TypeVar
+from typing import Any, Dict, Optional, Sequence, Type, TypeVar
 
 import yaml
 
 from .data import DATA_FORMATS, SOURCES
 from .errors import ConfigError
 
-__all__ = ['ConfigError', 'RunConfig', 'add_config_args', 'load_config', 'config_to_yaml', 'check_same_config']
+__all__ = ['ConfigError', 'RunConfig', 'add_config_args', 'parse_kwargs', 'load_config', 'config_to_yaml', 'check_same_config']
 
 T = TypeVar('T')
 
@@ -57,12 +57,45 @@ class RunConfig:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
 
 
+def parse_kwargs(items: Sequence[str], option: str = '--model_kwargs') -> Dict[str, Any]:
+    """Keyword arguments from the command line, as timm's scripts take them: ``KEY=VALUE`` items, each value read
+    as YAML (``C=16 layers=8 in_chans=1``); one YAML mapping (``'{C: 16}'``) is read too."""
+    if len(items) == 1 and not items[0].partition('=')[1]:
+        try:
+            value = yaml.safe_load(items[0])
+        except yaml.YAMLError:
+            value = None
+        if isinstance(value, dict):
+            return value
+    kwargs: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise ConfigError(f'{option} takes KEY=VALUE items, got {item!r} (e.g. {option} C=16 layers=8)')
+        try:
+            kwargs[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f'{option} {item!r}: the value is not valid YAML ({e})') from None
+    return kwargs
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: Type) -> None:
-    """One ``--key value`` option per config field (values parsed as YAML: ``0.01``, ``true``, ``[1, 2]``)."""
+    """One ``--key value`` option per config field (values parsed as YAML: ``0.01``, ``true``, ``[1, 2]``). A
+    boolean key alone means true (``--pretrained`` = ``--pretrained true``); a mapping key takes ``KEY=VALUE``
+    items (:func:`parse_kwargs`)."""
     group = parser.add_argument_group('config overrides (any key of the config file)')
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        group.add_argument(f'--{f.name}', dest=f'cfg_{f.name}', type=yaml.safe_load, default=None,
-                           metavar=f.name.upper())
+        hint = hints[f.name]
+        if hint is bool:
+            group.add_argument(f'--{f.name}', dest=f'cfg_{f.name}', type=yaml.safe_load, default=None, nargs='?',
+                               const=True, metavar='BOOL')
+        elif typing.get_origin(hint) in (dict, typing.Dict):
+            group.add_argument(f'--{f.name}', dest=f'cfg_{f.name}', default=None, nargs='+', metavar='KEY=VALUE',
+                               type=str)
+        else:
+            group.add_argument(f'--{f.name}', dest=f'cfg_{f.name}', type=yaml.safe_load, default=None,
+                               metavar=f.name.upper())
 
 
 def load_config(cls: Type[T], path: Optional[str], args: Optional[argparse.Namespace] = None) -> T:
@@ -82,12 +115,13 @@ def load_config(cls: Type[T], path: Optional[str], args: Optional[argparse.Names
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f'unknown config key(s) {unknown} in {path}; known keys: {", ".join(sorted(known))}')
+    hints = typing.get_type_hints(cls)
     if args is not None:
         for name in known:
             value = getattr(args, f'cfg_{name}', None)
             if value is not None:
-                data[name] = value
-    hints = typing.get_type_hints(cls)
+                is_mapping = typing.get_origin(hints[name]) in (dict, typing.Dict)
+                data[name] = parse_kwargs(value, f'--{name}') if is_mapping else value
     for name, value in data.items():
         try:
             data[name] = _coerce(value, hints[name])

@@ -131,6 +131,15 @@ class MiniCIFAR10(Dataset):
         return f'{self.__class__.__name__}(split={self.split!r}, n={len(self)}, classes={len(self.classes)})'
 
 
+def _load_image(path: str) -> Image.Image:
+    """torchvision's default loader (PIL, RGB), with an error that names a file PIL cannot read."""
+    try:
+        return datasets.folder.default_loader(path)
+    except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
+        raise DatasetError(f'{path!r} cannot be read as an image ({type(e).__name__}: {e}): delete or replace that '
+                           'file') from None
+
+
 def _image_folder(root: str, split: str, transform: Optional[Callable]) -> datasets.ImageFolder:
     if split not in ('train', 'test', 'val'):
         raise DatasetError(f"split must be 'train', 'test' or 'val' for source='imagefolder', got {split!r}")
@@ -152,7 +161,7 @@ def _image_folder(root: str, split: str, transform: Optional[Callable]) -> datas
         raise DatasetNotFoundError(
             f'split folder {folder!r} has no class folders; expected {folder}/<class>/<image> '
             f'(one sub-folder per class, images inside it)')
-    ds = datasets.ImageFolder(folder, transform=transform, allow_empty=True)
+    ds = datasets.ImageFolder(folder, transform=transform, loader=_load_image, allow_empty=True)
     counts = torch.bincount(torch.tensor(ds.targets, dtype=torch.long), minlength=len(ds.classes))
     empty = [c for c, n in zip(ds.classes, counts.tolist()) if n == 0]
     if empty:

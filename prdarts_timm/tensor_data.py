@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from .data import CIFAR10_MEAN, CIFAR10_STD, MINI_CIFAR10_PATH, DatasetError, build_dataset
 from .io import atomic_write, file_sha256
@@ -75,8 +76,7 @@ class ImageTensors:
                 raise DatasetError(f'images with {images.shape[1]} channels do not fit a model that takes {channels}: '
                                    'set the model\'s in_chans to the images\' channel count')
         if tuple(images.shape[-2:]) != tuple(size):
-            images = F.interpolate(images.float(), size=tuple(size), mode='bilinear', antialias=True,
-                                   align_corners=False).round().clamp(0, 255).to(torch.uint8)
+            images = _resized(images, size)
         if images is self.images:
             return self
         return ImageTensors(images.contiguous(), self.targets, self.classes)
@@ -171,37 +171,63 @@ def _read_cache(path: Path, key: str) -> Optional[ImageTensors]:
     return ImageTensors(images, targets, json.loads(meta['classes']))
 
 
-def _decode(dataset) -> ImageTensors:
-    """Every image of ``dataset`` (PIL items) as uint8 CHW, all of one size."""
-    images, size = [], None
-    for i in range(len(dataset)):
-        img, _ = dataset[i]
+def _resized(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """uint8 N x C x H x W resized to ``size`` (bilinear, antialiased, as timm's resize of a PIL image)."""
+    return F.interpolate(images.float(), size=tuple(size), mode='bilinear', antialias=True,
+                         align_corners=False).round().clamp(0, 255).to(torch.uint8)
+
+
+def _decode(dataset, size: Optional[Tuple[int, int]] = None, what: str = 'images') -> ImageTensors:
+    """Every image of ``dataset`` (PIL items) as uint8 CHW: resized to ``size`` (H, W) where it differs, or, with
+    no ``size``, all of one size. Grey stays one channel, everything else becomes RGB (an RGBA image loses its
+    alpha, as PIL's ``convert('RGB')``); a mix of grey and colour is made RGB throughout."""
+    images, shape = [], None
+    for i in tqdm(range(len(dataset)), desc=f'decoding {what}', unit='img', mininterval=2, leave=False):
+        try:
+            img, _ = dataset[i]
+        except DatasetError:
+            raise
+        except (OSError, ValueError, SyntaxError) as e:  # what PIL raises for a file it cannot read
+            raise DatasetError(f'{_item_name(dataset, i)} cannot be read as an image ({type(e).__name__}: {e}): '
+                               'delete or replace that file') from None
         array = np.asarray(img.convert('RGB') if img.mode not in ('RGB', 'L') else img, dtype=np.uint8)
-        if array.ndim == 2:
-            array = array[:, :, None]
-        if size is None:
-            size = array.shape
-        elif array.shape != size:
+        image = torch.from_numpy(array.copy()[:, :, None] if array.ndim == 2 else array.copy()).permute(2, 0, 1)
+        if size is not None and tuple(image.shape[1:]) != tuple(size):
+            image = _resized(image[None], size)[0]
+        if shape is None:
+            shape = image.shape[1:]
+        elif image.shape[1:] != shape:
             raise DatasetError(
-                f'data_format tensor holds images of one size, but image {i} is {array.shape[1]}x{array.shape[0]}'
-                f' and the first was {size[1]}x{size[0]}: resize the data set, or set data_format: pil')
-        images.append(torch.from_numpy(array.copy()).permute(2, 0, 1))
+                f'data_format tensor holds images of one size, but {_item_name(dataset, i)} is {image.shape[2]}x'
+                f'{image.shape[1]} and the first was {shape[1]}x{shape[0]}: pass size= (the recipes pass the '
+                'model\'s input size), or set data_format: pil')
+        images.append(image)
+    if len({t.shape[0] for t in images}) > 1:  # grey and colour images mixed: all RGB
+        images = [t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in images]
     return ImageTensors(torch.stack(images), torch.as_tensor(list(dataset.targets), dtype=torch.long),
                         list(dataset.classes))
 
 
+def _item_name(dataset, index: int) -> str:
+    """What a user calls item ``index``: its file (ImageFolder), else its index."""
+    samples = getattr(dataset, 'samples', None)
+    return repr(samples[index][0]) if samples else f'image {index}'
+
+
 def load_image_tensors(source: str, split: str, root: Optional[str] = None, download: bool = False,
-                       cache: bool = True) -> ImageTensors:
+                       cache: bool = True, size: Optional[Tuple[int, int]] = None) -> ImageTensors:
     """One split of a data set (as :func:`~prdarts_timm.data.build_dataset` finds it) as uint8 tensors, from the
-    cache when it is current, else decoded and cached (atomically). ``cache=False`` only decodes."""
+    cache when it is current, else decoded and cached (atomically). ``cache=False`` only decodes. ``size``
+    (H, W): every image resized to it as it is decoded (images of any sizes; the cache is kept per size);
+    without it the images must all be of one size."""
     dataset = build_dataset(source, split, root=root, download=download)  # the clear errors for bad input
-    key = content_key(source, split, dataset)
-    path = _cache_file(source, split, root) if cache else None
+    key = content_key(source, split, dataset) + (f'|{size[0]}x{size[1]}' if size is not None else '')
+    path = _cache_file(source, split if size is None else f'{split}-{size[0]}x{size[1]}', root) if cache else None
     if path is not None:
         cached = _read_cache(path, key)
         if cached is not None:
             return cached
-    data = _decode(dataset)
+    data = _decode(dataset, size, what=f'the {split} split of {root or source}')
     if path is not None:
         meta = dict(content_key=key, tensor_sha256=_tensor_sha256(data.images, data.targets),
                     classes=json.dumps(data.classes), format=CACHE_FORMAT)

@@ -36,7 +36,6 @@ from typing import Any, Dict, Optional, Tuple
 import timm
 import torch
 import torch.nn as nn
-import yaml
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -45,6 +44,7 @@ from prdarts_timm import bake, count_params, sparsity_report
 from prdarts_timm.builder import create_model
 from prdarts_timm.checkpoint import load_state_dict_checked, read_state_dict
 from prdarts_timm.cli import run_main
+from prdarts_timm.config import parse_kwargs
 from prdarts_timm.data import build_dataset
 from prdarts_timm.errors import PrdartsError
 from prdarts_timm.io import atomic_write_json, file_sha256
@@ -74,8 +74,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--cifar_stem', action='store_true',
                         help='give a timm ResNet / MobileNet the 32x32 stem it was trained with (train.py cifar_stem)')
     parser.add_argument('--genotype', default=None, help='genotype= of a PR-DARTS model: a shipped name or a JSON file')
-    parser.add_argument('--model_kwargs', nargs='*', default=[], metavar='KEY=VALUE',
-                        help='more timm.create_model kwargs, values read as YAML (e.g. C=16 layers=8)')
+    parser.add_argument('--model_kwargs', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='more timm.create_model kwargs, values read as YAML (e.g. C=16 layers=8), as in train.py')
     parser.add_argument('--data_source', default='mini', choices=('mini', 'imagefolder', 'torchvision'))
     parser.add_argument('--data_root', default=None, help="data folder ('imagefolder', 'torchvision')")
     parser.add_argument('--split', default='test')
@@ -106,13 +106,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def model_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
-    kwargs: Dict[str, Any] = {}
-    for item in args.model_kwargs:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            raise EvaluateError(f'--model_kwargs takes KEY=VALUE items, got {item!r} '
-                                '(e.g. --model_kwargs C=16 layers=8)')
-        kwargs[key] = yaml.safe_load(value)
+    kwargs = parse_kwargs(args.model_kwargs)
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     if args.genotype is not None:

@@ -451,12 +451,15 @@ def main() -> None:
             num_processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type),
             mixed_precision=accelerator.mixed_precision, device=str(accelerator.device),
             hardware=hardware_description(accelerator.device), command=launch_command(accelerator)))
-    if config.data_format == 'tensor':  # decoded once (cached on disk), held on the training device
-        train_set = load_image_tensors(config.data_source, 'train', config.data_root, config.download)
+    if config.data_format == 'tensor':  # decoded once at the model's input size (cached on disk), held on the device
+        size = input_size(build_model(config.model, config.model_args(config.num_classes or 1),
+                                      cifar_stem=config.cifar_stem))[1:]
+        train_set = load_image_tensors(config.data_source, 'train', config.data_root, config.download, size=size)
         if config.eval_split == 'holdout':
             train_set, eval_set = train_set.holdout(config.holdout_fraction, seed=config.seed)
         else:
-            eval_set = load_image_tensors(config.data_source, config.eval_split, config.data_root, config.download)
+            eval_set = load_image_tensors(config.data_source, config.eval_split, config.data_root, config.download,
+                                          size=size)
         train_set, eval_set = train_set.to(accelerator.device), eval_set.to(accelerator.device)
     elif config.eval_split == 'holdout':
         raise ConfigError('eval_split holdout is carved from the decoded train split: set data_format tensor')

@@ -40,3 +40,23 @@ def test_bad_files(tmp_path):
     bad.write_text('- a list\n')
     with pytest.raises(ConfigError, match='mapping'):
         load_config(SearchConfig, str(bad))
+
+
+def test_one_command_line_syntax_for_mappings_and_bare_booleans():
+    """--model_kwargs takes KEY=VALUE items (as evaluate.py and timm's scripts) or one YAML mapping; a boolean key
+    alone means true."""
+    import argparse
+
+    from prdarts_timm.config import add_config_args, parse_kwargs
+    from prdarts_timm.retrain import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, TrainConfig)
+    config = load_config(TrainConfig, None, parser.parse_args(
+        ['--model_kwargs', 'C=16', 'layers=8', 'in_chans=1', '--pretrained', '--reset_classifier', '--hflip', 'false',
+         '--auxiliary_weight', '0']))
+    assert config.model_kwargs == dict(C=16, layers=8, in_chans=1)
+    assert config.pretrained is True and config.reset_classifier is True and config.hflip is False
+    assert parse_kwargs(['{C: 16, layers: 8}']) == dict(C=16, layers=8)
+    with pytest.raises(ConfigError, match='--model_kwargs takes KEY=VALUE items'):
+        parse_kwargs(['C16'])

@@ -44,7 +44,7 @@ def runs(tmp_path_factory):
         dense=[*README_COMMAND, '--data_root', str(rgb), '--output', str(tmp / 'dense'), *SMALL,
                '--stages', '[pretrain]'],
         grey=[*README_COMMAND, '--data_root', str(grey), '--output', str(tmp / 'grey'), *SMALL,
-              '--model_kwargs', '{in_chans: 1}', '--eval_split', 'holdout', '--holdout_fraction', '0.25'],
+              '--model_kwargs', 'in_chans=1', '--eval_split', 'holdout', '--holdout_fraction', '0.25'],
     )
     procs = {name: subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True) for name, cmd in commands.items()}
@@ -145,3 +145,27 @@ def test_reset_classifier_gives_pretrained_weights_a_new_dense_head():
     assert torch.equal(model.stem0[0].weight, tag.stem0[0].weight)  # the backbone is the tag's
     with pytest.raises(ValueError, match='reset_classifier replaces the classifier of pretrained weights'):
         TrainConfig(reset_classifier=True)
+
+
+def test_readme_command_on_a_folder_as_it_comes(tmp_path):
+    """The README's fine-tuning command with the default config on RGB, grey and RGBA images of many sizes; one
+    unreadable file in such a folder is refused with its path and the fix."""
+    from test_tensor_data import _mixed_folder
+
+    data = _mixed_folder(tmp_path / 'photos')  # 72 train images: one step of 64 per epoch
+    broken = _mixed_folder(tmp_path / 'broken', per_class=2)
+    (broken / 'train' / 'cat' / 'broken.png').write_bytes(b'\x89PNG but not really')
+    commands = dict(
+        mixed=[*README_COMMAND, '--cpu', '--data_root', str(data), '--output', str(tmp_path / 'mixed')],
+        broken=[*README_COMMAND, '--cpu', '--data_root', str(broken), '--output', str(tmp_path / 'b')],
+    )
+    procs = {name: subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for name, cmd in commands.items()}
+    results = {name: (proc.wait(timeout=600), proc.stderr.read()) for name, proc in procs.items()}
+    assert results['mixed'][0] == 0, results['mixed'][1][-3000:]
+    record = summary(tmp_path / 'mixed', 'finetune')
+    assert record['epochs'] == 5 and record['history'][-1]['num_images'] == 12
+    code, stderr = results['broken']
+    assert code == 1 and 'Traceback' not in stderr
+    assert f"error: DatasetError: '{broken / 'train' / 'cat' / 'broken.png'}' cannot be read as an image" in stderr
+    assert 'delete or replace that file' in stderr

@@ -43,3 +43,23 @@ def test_the_card_and_the_package_name_one_repository():
 
     urls = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['urls']
     assert urls['Repository'] == urls['Homepage'] == REPOSITORY
+
+
+def test_the_readmes_first_snippet_classifies_an_image(tmp_path):
+    """The README opens with loading a tag and printing an image's class name: that code, run as written."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    readme = (ROOT / 'README.md').read_text()
+    assert readme.index('## Classify an image') < readme.index('## Quickstart')
+    code = re.search(r'## Classify an image.*?```python\n(.*?)```', readme, re.S).group(1)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / 'cat.png')
+    result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=dict(__import__('os').environ, HF_HUB_OFFLINE='1'))
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, share = result.stdout.split()
+    from prdarts_timm.cifar import CIFAR10_CLASSES
+    assert name in CIFAR10_CLASSES and share.endswith('%')

@@ -46,7 +46,7 @@ def test_cache_is_used_then_rebuilt_when_the_folder_changes_or_the_file_is_corru
     assert cache.is_file()
     decoded = []
     real_decode = tensor_data._decode
-    monkeypatch.setattr(tensor_data, '_decode', lambda ds: decoded.append(1) or real_decode(ds))
+    monkeypatch.setattr(tensor_data, '_decode', lambda *a, **kw: decoded.append(1) or real_decode(*a, **kw))
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # a current cache is read without a word
         again = load_image_tensors('imagefolder', 'train', str(root))
@@ -161,3 +161,43 @@ def test_alternating_flip_shows_the_other_side_every_epoch():
     cropped = augment_batch(images, index, seed=3, epoch=1, padding=4, alternate_flip=True, cutout=8)
     assert torch.equal(cropped, augment_batch(images, index, seed=3, epoch=1, padding=4, alternate_flip=True,
                                               cutout=8))
+
+
+def _mixed_folder(root, per_class=24, classes=('cat', 'dog', 'owl'), seed=0):
+    """A user's folder as it comes: RGB, grey and RGBA images of many sizes."""
+    rng = np.random.default_rng(seed)
+    sizes, modes = [(20, 30), (48, 48), (64, 40), (32, 32), (17, 90)], ['RGB', 'L', 'RGBA']
+    for split, count in (('train', per_class), ('test', 4)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(count):
+                h, w = sizes[i % len(sizes)]
+                mode = modes[i % len(modes)]
+                channels = {'RGB': 3, 'L': 1, 'RGBA': 4}[mode]
+                pixels = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+                Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode).save(root / split / c / f'{i}.png')
+    return root
+
+
+def test_images_of_any_size_are_resized_as_they_are_decoded(tmp_path):
+    root = _mixed_folder(tmp_path / 'data', per_class=5)
+    data = load_image_tensors('imagefolder', 'train', str(root), size=(32, 32))
+    assert data.images.shape == (15, 3, 32, 32) and data.images.dtype == torch.uint8
+    dataset = build_dataset('imagefolder', 'train', root=str(root))
+    first = torch.from_numpy(np.asarray(dataset[0][0])).permute(2, 0, 1)[None]  # 20x30, resized as fit() does
+    assert torch.equal(data.images[0], F.interpolate(first.float(), size=(32, 32), mode='bilinear', antialias=True,
+                                                     align_corners=False).round().clamp(0, 255).to(torch.uint8)[0])
+    assert (root / '.prdarts_tensors' / 'train-32x32.safetensors').is_file()  # cached per size
+    again = load_image_tensors('imagefolder', 'train', str(root), size=(16, 16))
+    assert again.images.shape[-2:] == (16, 16) and (root / '.prdarts_tensors' / 'train-16x16.safetensors').is_file()
+
+
+def test_an_unreadable_image_is_named_in_both_data_paths(tmp_path):
+    root = _folder(tmp_path / 'data')
+    (root / 'train' / 'dog' / 'broken.png').write_bytes(b'not an image at all')
+    with pytest.raises(DatasetError, match=r"broken\.png' cannot be read as an image .*delete or replace"):
+        load_image_tensors('imagefolder', 'train', str(root), size=(32, 32))
+    dataset = build_dataset('imagefolder', 'train', root=str(root))
+    broken = next(i for i, (path, _) in enumerate(dataset.samples) if path.endswith('broken.png'))
+    with pytest.raises(DatasetError, match=r"broken\.png' cannot be read as an image"):
+        dataset[broken]
