@@ -9,9 +9,12 @@ Configurations run interleaved, ``--rounds`` times, so a drift of the machine hi
     python benchmarks/bench_train.py --baseline ../base          # ../base: git worktree add ../base <old commit>
     python benchmarks/bench_train.py --baseline ../base --steps 20 --rounds 2 --model prdarts_c10_micro
 
-Configurations: ``baseline`` (the older checkout's recipe as it is), ``pil`` (this checkout, PIL data path
-and no channels-last: the old data path through the new code), ``tensor`` (this checkout's defaults:
-tensor data and channels-last), ``tensor+compile`` (``--compile true``; skip with ``--no-compile``).
+Configurations (``--configs``, default all): ``baseline`` (the older checkout's recipe as it is), ``pil`` (this
+checkout, PIL data path and no channels-last: the old data path through the new code), ``tensor`` (this
+checkout's defaults: tensor data and channels-last), ``tensor+bf16`` (``--mixed_precision bf16``: autocast to
+bfloat16 on the CPU), ``tensor+compile`` (``--compile true``; also left out by ``--no-compile``).
+
+    python benchmarks/bench_train.py --baseline ../base --model prdarts_c10 --configs baseline tensor tensor+bf16
 """
 import argparse
 import json
@@ -53,6 +56,7 @@ def worker(checkout: str, recipe_args: list) -> None:
 
 def run(checkout: Path, extra: list, args, output: str) -> dict:
     recipe_args = ['--cpu', '--output', output, '--model', args.model, '--stages', '[pretrain]',
+                   '--batch_size', str(args.batch_size),
                    '--pretrain_epochs', '1', '--max_steps_per_epoch', str(args.steps), '--eval_max_batches', '1',
                    '--checkpoint_every', '100000', *extra]
     env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE='1')
@@ -77,17 +81,24 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--no-compile', dest='compile', action='store_false')
+    parser.add_argument('--configs', nargs='+', default=None,
+                        help='which configurations, in this order (default: all; baseline needs --baseline)')
+    parser.add_argument('--batch_size', type=int, default=64)
     args = parser.parse_args()
-    configs = []
+    available = {'pil': ['--data_format', 'pil', '--channels_last', 'false'], 'tensor': [],
+                 'tensor+bf16': ['--mixed_precision', 'bf16'], 'tensor+compile': ['--compile', 'true']}
     if args.baseline is not None:
-        configs.append(('baseline', args.baseline.resolve(), []))
-    configs += [('pil', HERE, ['--data_format', 'pil', '--channels_last', 'false']), ('tensor', HERE, [])]
-    if args.compile:
-        configs.append(('tensor+compile', HERE, ['--compile', 'true']))
+        available = dict(baseline=None, **available)
+    chosen = args.configs or [n for n in available if n != 'tensor+compile' or args.compile]
+    unknown = [n for n in chosen if n not in available]
+    if unknown:
+        raise SystemExit(f'unknown configuration(s) {unknown} (known: {", ".join(available)}; baseline needs '
+                         '--baseline)')
+    configs = [(n, args.baseline.resolve(), []) if n == 'baseline' else (n, HERE, available[n]) for n in chosen]
     cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
                platform.processor())
     import torch
-    print(f'# recipes/train.py pretrain stage, {args.model}, CPU demo config (mini CIFAR-10, batch 64, aux 0.4, '
+    print(f'# recipes/train.py pretrain stage, {args.model}, CPU demo config (mini CIFAR-10, batch {args.batch_size}, aux 0.4, '
           f'cutout 16), torch {torch.__version__}, {args.threads} threads, {cpu}')
     print(f'# median step time over steps {args.warmup + 1}..{args.steps} of each run, {args.rounds} round(s), '
           f'configurations interleaved')
@@ -102,7 +113,7 @@ def main() -> None:
     for name, _, _ in configs:
         step = statistics.median(x['step_s'] for x in results[name])
         first = statistics.median(x['first_s'] for x in results[name])
-        print(f'{name:<16} {step:>7.3f} {64 / step:>7.1f} {base / step:>5.2f}x {first:>13.1f}')
+        print(f'{name:<16} {step:>7.3f} {args.batch_size / step:>7.1f} {base / step:>5.2f}x {first:>13.1f}')
     print(f'# ratio: against {configs[0][0]}; first step s: from the recipe\'s start (setup, data, compile)')
 
 

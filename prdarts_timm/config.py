@@ -32,20 +32,25 @@ class RunConfig:
     grad_clip: float = 5.0  # 0 = off
     max_steps_per_epoch: Optional[int] = None
     # speed
-    mixed_precision: str = 'no'  # or 'bf16' (autocast)
+    mixed_precision: Optional[str] = None  # null: as accelerate is configured (accelerate config / launch); no, bf16
+    cpu_threads: Optional[int] = None  # torch threads per process on a CPU (null: the machine's cores / processes)
     channels_last: bool = True  # model and batches in the channels-last memory format
     compile: bool = False  # torch.compile the training forward (minutes of compiling first)
     # run
     checkpoint_every: int = 200  # steps
     log_every: int = 10
+    log_with: str = 'tensorboard'  # accelerate's tracker names: tensorboard, wandb, mlflow, ..., all; none = no tracker
 
     def __post_init__(self):
         if self.data_source not in SOURCES:
             raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
         if self.data_format not in DATA_FORMATS:
             raise ValueError(f'data_format must be one of {DATA_FORMATS}, got {self.data_format!r}')
-        if self.mixed_precision not in ('no', 'bf16'):
-            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.mixed_precision not in (None, 'no', 'bf16', 'fp16'):
+            raise ValueError(f"mixed_precision must be null (accelerate's configuration), 'no', 'bf16' or 'fp16', got "
+                             f'{self.mixed_precision!r}')
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f'cpu_threads must be >= 1 (or null for every core), got {self.cpu_threads}')
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f'max_steps_per_epoch must be >= 1 (or null for whole epochs), got '
                              f'{self.max_steps_per_epoch}')
@@ -93,6 +98,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: Type) -> None:
         elif typing.get_origin(hint) in (dict, typing.Dict):
             group.add_argument(f'--{f.name}', dest=f'cfg_{f.name}', default=None, nargs='+', metavar='KEY=VALUE',
                                type=str)
+        elif hint in (str, Optional[str]):  # taken as written: --mixed_precision no is 'no', not YAML's false
+            group.add_argument(f'--{f.name}', dest=f'cfg_{f.name}', default=None, metavar=f.name.upper(),
+                               type=_string_or_null if hint is Optional[str] else str)
         else:
             group.add_argument(f'--{f.name}', dest=f'cfg_{f.name}', type=yaml.safe_load, default=None,
                                metavar=f.name.upper())
@@ -166,7 +174,13 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
+def _string_or_null(text: str) -> Optional[str]:
+    return None if text == 'null' else text
+
+
 def _type_name(hint: Any) -> str:
+    if hint in (str, Optional[str]):
+        return 'a string (quote it in YAML: \'no\', \'true\' and \'null\' are read as other types)'
     return getattr(hint, '__name__', None) or str(hint).replace('typing.', '')
 
 

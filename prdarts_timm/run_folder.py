@@ -53,13 +53,16 @@ def _from_dict(cls: type, data: Dict[str, Any]) -> Any:
 
 @dataclass
 class Launch:
-    """``launch.json``: how a training run was launched (process count, precision, hardware, the command)."""
+    """``launch.json``: how a run was launched (process count, precision, CPU threads per process, hardware, the
+    command), as accelerate and the recipe resolved them."""
     num_processes: int = 1
     distributed_type: Optional[str] = None
     mixed_precision: Optional[str] = None
     device: Optional[str] = None
     hardware: Optional[str] = None
     command: Optional[str] = None
+    cpu_threads_per_process: Optional[int] = None  # torch threads of each process on a CPU (None: a GPU run)
+    trackers: List[str] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
         atomic_write_json(path, dataclasses.asdict(self))
@@ -67,6 +70,15 @@ class Launch:
     @classmethod
     def read(cls, path: Path) -> 'Launch':
         return _from_dict(cls, _read_json(path, 'launch record'))
+
+    def check_resumed_as(self, current: 'Launch', path: Path) -> None:
+        """A run resumes in the precision it started in (a resumed run must equal an uninterrupted one): a
+        :class:`ConfigError` otherwise. Runs recorded before the precision was (``None``) are not checked."""
+        if self.mixed_precision is not None and self.mixed_precision != current.mixed_precision:
+            raise ConfigError(f'this run started with mixed_precision {self.mixed_precision!r} ({path}) and is resumed '
+                              f'with {current.mixed_precision!r}: resume it as it was launched (accelerate launch '
+                              f'--mixed_precision {self.mixed_precision} ..., or --mixed_precision '
+                              f'{self.mixed_precision} of the recipe)')
 
 
 @dataclass
@@ -209,6 +221,7 @@ class SearchRun:
     def __init__(self, root: Union[str, Path]):
         self.root = Path(root)
         self.config = self.root / 'config.yaml'
+        self.launch = self.root / 'launch.json'
         self.checkpoints = self.root / 'checkpoints'
         self.genotype = self.root / 'genotype.json'
         self.alpha_history = self.root / 'alpha_history.json'
@@ -228,8 +241,10 @@ class SearchRun:
     def holds_run(self) -> bool:
         return self.genotype.exists() or self.newest_checkpoint() is not None
 
-    def write_start(self, config: Any) -> None:
+    def write_start(self, config: Any, launch: Launch) -> None:
+        """``config.yaml`` and ``launch.json`` of a new run."""
         atomic_write_text(self.config, config_to_yaml(config))
+        launch.write(self.launch)
 
 
 def _option(args: List[str], name: str) -> Optional[int]:

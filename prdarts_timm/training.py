@@ -1,20 +1,27 @@
-"""What the recipes share around their training loops: the data transforms a model takes, top-1 evaluation,
-the resume checks and the tracker.
+"""What the recipes share around their training loops: how a run starts on accelerate (precision, threads,
+trackers, its launch record), the data transforms a model takes, top-1 evaluation and the resume checks.
 
 Above the search and the retraining (it knows nothing of either), below the recipes.
 """
 import contextlib
-import importlib.util
+import os
+import shlex
+import sys
 from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from accelerate import Accelerator
 from timm.data import create_transform, resolve_data_config
 
+from .cpu_allocator import keep_freed_memory
 from .data import cifar_transforms
 from .errors import ConfigError
+from .profile import hardware_description
+from .run_folder import Launch
 
-__all__ = ['accuracy', 'check_num_processes', 'data_transforms', 'input_size', 'takes_cifar_inputs', 'tracker']
+__all__ = ['accuracy', 'check_num_processes', 'cpu_threads_per_process', 'data_transforms', 'input_size',
+           'launch_command', 'start_accelerator', 'takes_cifar_inputs']
 
 
 def input_size(model: nn.Module) -> Tuple[int, int, int]:
@@ -79,6 +86,49 @@ def check_num_processes(saved: int, current: int) -> None:
                           'processes.')
 
 
-def tracker() -> Optional[str]:
-    """The experiment tracker accelerate logs to: ``'tensorboard'`` where it is installed, else none."""
-    return 'tensorboard' if importlib.util.find_spec('tensorboard') is not None else None
+def cpu_threads_per_process(requested: Optional[int], local_processes: int) -> int:
+    """Torch threads for each process of a run on a CPU: ``requested`` (the config's ``cpu_threads``), else the
+    ``OMP_NUM_THREADS`` the process was given (``accelerate launch --num_cpu_threads_per_process N``, or set by
+    hand), else the cores this process may run on shared out among the machine's processes. accelerate's launcher
+    sets ``OMP_NUM_THREADS=1`` whenever it is not told otherwise: from it, a 1 is taken as that default, which
+    would leave all but one core idle, not as a request (ask for one thread with ``cpu_threads: 1``)."""
+    if requested is not None:
+        return requested
+    given = int(os.environ.get('OMP_NUM_THREADS') or 0)
+    launcher_default = given == 1 and 'ACCELERATE_DYNAMO_BACKEND' in os.environ  # set by accelerate launch
+    if given and not launcher_default:
+        return given
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(1, cores // max(1, local_processes))
+
+
+def start_accelerator(cpu: bool, config: Any) -> Tuple[Accelerator, Launch]:
+    """The run's ``Accelerator`` and its launch record. ``config.mixed_precision`` (null: what ``accelerate
+    config`` / ``accelerate launch`` set), ``config.log_with`` (accelerate's tracker names; ``none``: no tracker);
+    on a CPU, ``cpu_threads_per_process`` torch threads and freed memory kept
+    (:func:`~prdarts_timm.cpu_allocator.keep_freed_memory`)."""
+    log_with = None if config.log_with == 'none' else config.log_with
+    try:
+        accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
+                                  log_with=log_with)
+    except (ValueError, ImportError) as e:
+        raise ConfigError(f'accelerate cannot start this run ({e}); check mixed_precision (no, bf16) and log_with '
+                          f'(an installed tracker, e.g. tensorboard, or none)') from None
+    threads = None
+    if accelerator.device.type == 'cpu':
+        keep_freed_memory()
+        local = int(os.environ.get('LOCAL_WORLD_SIZE') or accelerator.num_processes)
+        threads = cpu_threads_per_process(config.cpu_threads, local)
+        torch.set_num_threads(threads)
+    launch = Launch(num_processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type),
+                    mixed_precision=accelerator.mixed_precision, device=str(accelerator.device),
+                    hardware=hardware_description(accelerator.device), command=launch_command(accelerator),
+                    cpu_threads_per_process=threads,
+                    trackers=[str(getattr(t, 'value', t)) for t in accelerator.log_with])
+    return accelerator, launch
+
+
+def launch_command(accelerator: Accelerator) -> str:
+    """The command that launched this process, as a user would type it (``accelerate launch``, the process count)."""
+    processes = f' --multi_gpu --num_processes {accelerator.num_processes}' if accelerator.num_processes > 1 else ''
+    return f'accelerate launch{processes} {shlex.join(sys.argv)}'

@@ -29,16 +29,15 @@ from tqdm.auto import tqdm
 
 from prdarts_timm.checkpoint import save_accelerate_state
 from prdarts_timm.cli import run_main
-from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, shard_indices, split_train
 from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.io import atomic_write_json
-from prdarts_timm.run_folder import SearchRun, check_new_or_resume
+from prdarts_timm.run_folder import Launch, SearchRun, check_new_or_resume
 from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
 from prdarts_timm.search.config import SearchConfig
 from prdarts_timm.tensor_data import batches, load_image_tensors
-from prdarts_timm.training import check_num_processes, tracker
+from prdarts_timm.training import check_num_processes, start_accelerator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'search_cpu_demo.yaml'
 
@@ -155,11 +154,10 @@ def main() -> None:
     args, config = parse_args()
     run = SearchRun(config.output)
     config, resume_from = check_run_folder(config, run, args.resume)
-    accelerator = Accelerator(cpu=args.cpu, project_dir=config.output, mixed_precision=config.mixed_precision,
-                              log_with=tracker())
-    if accelerator.device.type == 'cpu':
-        keep_freed_memory()  # activations are not page-faulted in anew each step (prdarts_timm.cpu_allocator)
+    accelerator, launch = start_accelerator(args.cpu, config)  # precision, threads, trackers; launch.json
     accelerator.wait_for_everyone()
+    if resume_from is not None and run.launch.exists():
+        Launch.read(run.launch).check_resumed_as(launch, run.launch)
     set_seed(config.seed)
 
     weight_data, alpha_data, num_classes = search_data(config, accelerator)
@@ -191,7 +189,7 @@ def main() -> None:
         accelerator.print(f'resumed from {resume_from} (phase {state.phase_index}, epoch {state.epoch}, '
                           f'step {state.step})')
     elif accelerator.is_main_process:
-        run.write_start(config)
+        run.write_start(config, launch)
     accelerator.init_trackers('search', config={k: str(v) for k, v in dataclasses.asdict(config).items()})
 
     phases = config.phases()

@@ -31,8 +31,6 @@ import argparse
 import copy
 import dataclasses
 import hashlib
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -54,7 +52,6 @@ from prdarts_timm import bake, set_pruning, sparsity_report
 from prdarts_timm.builder import drop_training_only
 from prdarts_timm.checkpoint import CheckpointError, save_accelerate_state, save_safetensors, training_only
 from prdarts_timm.cli import run_main
-from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
@@ -67,7 +64,8 @@ from prdarts_timm.retrain import (
 )
 from prdarts_timm.distributed import average_across_processes, averaged_step, broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.training import (
-    accuracy, check_num_processes, data_transforms, input_size, takes_cifar_inputs, tracker,
+    accuracy, check_num_processes, data_transforms, input_size, launch_command, start_accelerator,
+    takes_cifar_inputs,
 )
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'train_cpu_demo.yaml'
@@ -262,11 +260,6 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def launch_command(accelerator: Accelerator) -> str:
-    processes = f' --multi_gpu --num_processes {accelerator.num_processes}' if accelerator.num_processes > 1 else ''
-    return f'accelerate launch{processes} {shlex.join(sys.argv)}'
-
-
 def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source: Optional[Path],
                   accelerator: Accelerator) -> None:
     """The stage's weights, then its summary (last: it marks the stage complete). Its time counts every resumed
@@ -331,7 +324,7 @@ def stage_data(model: nn.Module, config: TrainConfig, train_set: Union[Dataset, 
 def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config: TrainConfig,
               accelerator: Accelerator) -> None:
     """BN statistics synced, the epoch's train loss and evaluation recorded in ``state.history``, logged."""
-    stage, stage_index = state.stage, STAGES.index(state.stage)
+    stage = state.stage
     sync_models(state)
     losses = [float(loss) for loss in state.epoch_losses]
     train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
@@ -344,7 +337,7 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
         record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
     state.history.append(record)
     accelerator.log({f'{stage}/top1': record['top1'], f'{stage}/eval_loss': record['loss']},
-                    step=stage_index * 10**9 + state.stage_step)
+                    step=state.stage_step)  # each stage's tags on its own step axis
     accelerator.print(f'[{stage} epoch {state.epoch + 1}/{config.epochs(stage)}] train loss {record["train_loss"]}, '
                       f'top-1 {record["top1"]:.2f}% on {record["num_images"]} {config.eval_split} images')
 
@@ -419,8 +412,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
             if state.stage_step % config.log_every == 0:  # the only per-step read of the loss (a host sync)
                 lr = state.optimizer.param_groups[0]['lr']
                 bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.4g}')
-                accelerator.log({f'{stage}/loss': loss.item(), f'{stage}/lr': lr},
-                                step=stage_index * 10**9 + state.stage_step)
+                accelerator.log({f'{stage}/loss': loss.item(), f'{stage}/lr': lr}, step=state.stage_step)
             if state.stage_step % config.checkpoint_every == 0:
                 sync_models(state)
                 save_accelerate_state(accelerator, run.checkpoints(stage), state.stage_step)
@@ -439,18 +431,14 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
 
 def main() -> None:
     args, config = parse_args()
-    accelerator = Accelerator(cpu=args.cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
-                              log_with=tracker())
-    if accelerator.device.type == 'cpu':
-        keep_freed_memory()  # 1.5-1.7x faster steps: activations are not page-faulted in anew each step
     run = TrainRun(config.output)
     config, plan = plan_stages(config, run, args.resume)
+    accelerator, launch = start_accelerator(args.cpu, config)  # precision, threads, trackers; launch.json
     accelerator.wait_for_everyone()
+    if args.resume and run.launch.exists():
+        Launch.read(run.launch).check_resumed_as(launch, run.launch)
     if accelerator.is_main_process and not args.resume:
-        run.write_start(config, Launch(
-            num_processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type),
-            mixed_precision=accelerator.mixed_precision, device=str(accelerator.device),
-            hardware=hardware_description(accelerator.device), command=launch_command(accelerator)))
+        run.write_start(config, launch)
     if config.data_format == 'tensor':  # decoded once at the model's input size (cached on disk), held on the device
         size = input_size(build_model(config.model, config.model_args(config.num_classes or 1),
                                       cifar_stem=config.cifar_stem))[1:]

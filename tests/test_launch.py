@@ -1,0 +1,62 @@
+"""How a run starts on accelerate: the launcher's precision unless the recipe sets one, every core on a CPU
+(shared among the processes), the trackers; launch.json records all of it; a resume in another precision is
+refused."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from prdarts_timm.training import cpu_threads_per_process
+from test_train_recipe import ENV, LAUNCH, ROOT, _fails, _free_port, _ok, run_all, train_cmd
+
+CORES = len(os.sched_getaffinity(0))
+SEARCH_TINY = ['--batch_size', '8', '--max_steps_per_epoch', '1', '--pretrain_epochs', '1', '--prune_epochs', '1',
+               '--finetune_epochs', '1', '--init_channels', '4', '--layers', '3']
+
+
+def launch_record(folder):
+    return json.loads((folder / 'launch.json').read_text())
+
+
+def test_the_launcher_decides_precision_and_every_core_works(tmp_path):
+    bf16 = [*LAUNCH, '--num_processes', '1']
+    bf16[bf16.index('--mixed_precision') + 1] = 'bf16'  # accelerate launch --mixed_precision bf16
+    results = run_all(dict(
+        train_bf16=train_cmd(tmp_path / 'bf16', '--stages', '[pretrain]', launcher=bf16),
+        train_two=train_cmd(tmp_path / 'two', '--stages', '[pretrain]', launcher=[
+            *LAUNCH, '--multi_gpu', '--num_processes', '2', '--main_process_port', _free_port()]),
+        search_bf16=[*bf16, 'recipes/search.py', '--cpu', '--output', str(tmp_path / 'search'), *SEARCH_TINY],
+        recipe_wins=train_cmd(tmp_path / 'fp32', '--stages', '[pretrain]', '--mixed_precision', 'no', '--cpu_threads',
+                              '1', '--log_with', 'none', launcher=bf16),
+    ))
+    for result in results.values():
+        _ok(result)
+    one = launch_record(tmp_path / 'bf16')
+    assert one['mixed_precision'] == 'bf16' and one['cpu_threads_per_process'] == CORES
+    assert one['trackers'] == ['tensorboard'] and list((tmp_path / 'bf16' / 'train').rglob('events.out.tfevents*'))
+    two = launch_record(tmp_path / 'two')
+    assert two['num_processes'] == 2 and two['cpu_threads_per_process'] == max(1, CORES // 2)
+    assert two['mixed_precision'] == 'no'
+    assert launch_record(tmp_path / 'search')['mixed_precision'] == 'bf16'
+    fp32 = launch_record(tmp_path / 'fp32')
+    assert fp32['mixed_precision'] == 'no' and fp32['cpu_threads_per_process'] == 1 and fp32['trackers'] == []
+
+    resumed = subprocess.run(train_cmd(tmp_path / 'bf16', '--stages', '[pretrain]', '--resume'), cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    _fails(resumed, 'ConfigError', "started with mixed_precision 'bf16'", "resumed with 'no'",
+           '--mixed_precision bf16')
+
+
+def test_threads_per_process(monkeypatch):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.delenv('ACCELERATE_DYNAMO_BACKEND', raising=False)
+    assert cpu_threads_per_process(3, 1) == 3
+    assert cpu_threads_per_process(None, 1) == CORES
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    assert cpu_threads_per_process(None, 1) == 1  # set by hand: asked for
+    monkeypatch.setenv('ACCELERATE_DYNAMO_BACKEND', 'NO')
+    assert cpu_threads_per_process(None, 1) == CORES  # accelerate launch's default: not a request
+    monkeypatch.setenv('OMP_NUM_THREADS', '5')
+    assert cpu_threads_per_process(None, 1) == 5  # --num_cpu_threads_per_process 5
