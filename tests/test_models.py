@@ -220,3 +220,26 @@ def test_bad_network_arguments():
         PRDarts(layers=2)
     with pytest.raises(ValueError, match="stem_type"):
         PRDarts(stem_type='mnist')
+
+
+def test_training_forward_is_the_forward():
+    """forward_aux's logits are forward's (one path, _forward_cells), with grad checkpointing too, and its
+    auxiliary logits are the head applied to the output of cell aux_index computed cell by cell."""
+    torch.manual_seed(0)
+    model = timm.create_model('prdarts_c10_mini', C=8, layers=6, auxiliary=True).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)
+        train_logits, aux = model.forward_aux(x)
+        s0 = model.stem0(x)
+        s1 = model.stem1(s0)
+        for i, cell in enumerate(model.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i == model.aux_index:
+                expected_aux = model.aux_head(s1)
+        model.set_grad_checkpointing(True)
+        checkpointed, checkpointed_aux = model.forward_aux(x)
+    assert torch.equal(train_logits, logits) and torch.equal(checkpointed, logits)
+    torch.testing.assert_close(aux, expected_aux, rtol=0, atol=1e-6)
+    assert torch.equal(checkpointed_aux, aux)
+    assert torch.equal(model.forward_head(model.forward_features(x)), logits)

@@ -73,7 +73,9 @@ def runs(tmp_path_factory):
 def test_prdarts_three_stages(runs):
     out = runs / 'prdarts'
     pretrain, prune, finetune = (load_file(out / s / 'model.safetensors') for s in ('pretrain', 'prune', 'finetune'))
-    assert all(m.eq(1).all() for m in masks(pretrain).values())
+    # pretrain is dense: no pruning state saved at all (it is opt-in), and no weight of a pruned layer is zero
+    assert not masks(pretrain) and not any(k.endswith('.scores') for k in pretrain)
+    assert all(int((pretrain[f'{name}.weight'] == 0).sum()) == 0 for name in masks(prune))
     # prune: exactly k = 0.01 kept in every layer, and the weights (and every other parameter) as pretrained
     for name, mask in masks(prune).items():
         assert int(mask.sum()) == kept_count(mask.numel(), 0.01), name
