@@ -37,8 +37,11 @@ def worker(phase_name: str, second_order: bool, batch: int, steps: int, threads:
 
     torch.manual_seed(0)
     model = Supernet(C=channels, layers=layers)
-    phase = Phase(phase_name, 1, 0.025, arch_step=True)
-    enter_phase(model, phase, k=0.01)
+    try:  # the phase carries its k (since the stage record), or, in an older checkout, each call takes it
+        phase, k_args = Phase(phase_name, 1, 0.025, arch_step=True, k=0.01), {}
+    except TypeError:
+        phase, k_args = Phase(phase_name, 1, 0.025, arch_step=True), dict(k=0.01)
+    enter_phase(model, phase, **k_args)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -48,7 +51,7 @@ def worker(phase_name: str, second_order: bool, batch: int, steps: int, threads:
     times = []
     for i in range(steps + 1):  # the first step warms up
         start = time.perf_counter()
-        search_step(model, phase, architect, optimizers, (x, y), (x, y), k=0.01, weight_decay=1e-3)
+        search_step(model, phase, architect, optimizers, (x, y), (x, y), weight_decay=1e-3, **k_args)
         if i:
             times.append(time.perf_counter() - start)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

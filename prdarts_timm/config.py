@@ -46,8 +46,8 @@ class RunConfig:
             raise ValueError(f'data_source must be one of {SOURCES}, got {self.data_source!r}')
         if self.data_format not in DATA_FORMATS:
             raise ValueError(f'data_format must be one of {DATA_FORMATS}, got {self.data_format!r}')
-        if self.mixed_precision not in (None, 'no', 'bf16', 'fp16'):
-            raise ValueError(f"mixed_precision must be null (accelerate's configuration), 'no', 'bf16' or 'fp16', got "
+        if self.mixed_precision not in (None, 'no', 'bf16'):
+            raise ValueError(f"mixed_precision must be null (accelerate's configuration), 'no' or 'bf16', got "
                              f'{self.mixed_precision!r}')
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f'cpu_threads must be >= 1 (or null for every core), got {self.cpu_threads}')

@@ -33,6 +33,7 @@ from .config import check_same_config, config_to_yaml
 from .errors import ConfigError, RunFolderError
 from .io import atomic_write_json, atomic_write_text, read_json_object
 from .retrain.config import STAGES
+from .stage import KINDS
 
 __all__ = ['RunFolderError', 'Launch', 'StageSummary', 'TrainRun', 'SearchRun', 'chain_commands', 'check_new_or_resume']
 
@@ -176,9 +177,9 @@ class TrainRun:
         return summaries
 
     def inference_weights(self, stage: str) -> Path:
-        """The file of ``stage``'s network as it infers: the last stage's baked network, an earlier stage's
+        """The file of ``stage``'s network as it infers: the baked network of a stage that bakes it, else its
         ``model.safetensors``."""
-        return self.baked if stage == STAGES[-1] else self.weights(stage)
+        return self.stage(stage) / self.baked.name if KINDS[stage]['bakes'] else self.weights(stage)
 
     def last_complete_stage(self) -> str:
         complete = [s for s in STAGES if self.is_complete(s)]

@@ -41,6 +41,7 @@ from prdarts_timm.hub import (
 )
 from prdarts_timm.io import file_sha256
 from prdarts_timm.run_folder import TrainRun, chain_commands
+from prdarts_timm.stage import learns_mask
 from prdarts_timm.training import input_size
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'hub_cards' / 'prdarts.md'
@@ -114,7 +115,7 @@ def main() -> None:
                          for s in summaries],
                    history=final.history,
                    commands=chain_commands(list(dict.fromkeys(s.command for s in summaries if s.command))))
-    prune = next((s for s in summaries if s.stage == 'prune'), None)  # the stage that chose the mask
+    prune = next((s for s in summaries if learns_mask(s.stage)), None)  # the stage that chose the mask
     summary['pruning'] = dict(k=prune.k, global_k=prune.global_k) if prune else dict(kept_from=summaries[0].source)
     card = render_card(Path(args.template).read_text(),
                        card_values(args.name, args.hub_id, evaluation, summary, model, more))

@@ -34,7 +34,8 @@ from prdarts_timm.data import SeededTransform, build_dataset, cifar_transforms, 
 from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.io import atomic_write_json
 from prdarts_timm.run_folder import Launch, SearchRun, check_new_or_resume
-from prdarts_timm.search import Architect, Phase, Supernet, enter_phase, search_step, trained_parameters
+from prdarts_timm.search import Architect, Supernet, enter_phase, search_step, trained_parameters
+from prdarts_timm.stage import Stage
 from prdarts_timm.search.config import SearchConfig
 from prdarts_timm.tensor_data import batches, load_image_tensors
 from prdarts_timm.training import check_num_processes, start_accelerator
@@ -125,7 +126,7 @@ def steps_per_epoch(n_weight: int, n_alpha: int, config: SearchConfig, world: in
     return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
 
 
-def build_phase_optimizers(state: SearchState, phase: Phase, config: SearchConfig, total_steps: int) -> None:
+def build_phase_optimizers(state: SearchState, phase: Stage, config: SearchConfig, total_steps: int) -> None:
     state.optimizers, state.schedulers = {}, {}
     for group, params in trained_parameters(state.model, phase).items():
         opt = create_optimizer_v2(params, opt='momentum', lr=phase.lr, momentum=config.momentum,
@@ -140,7 +141,7 @@ def build_phase_optimizers(state: SearchState, phase: Phase, config: SearchConfi
         state.pending = None
 
 
-def record_epoch(state: SearchState, phase: Phase, run: SearchRun, accelerator: Accelerator) -> None:
+def record_epoch(state: SearchState, phase: Stage, run: SearchRun, accelerator: Accelerator) -> None:
     state.history.append(dict(phase=phase.name, epoch=state.epoch, global_step=state.global_step,
                               **state.model.alpha_softmax()))
     if accelerator.is_main_process:
@@ -198,7 +199,7 @@ def main() -> None:
         resuming_phase = state.pending is not None and phase_index == state.phase_index
         if not resuming_phase:
             state.phase_index, state.epoch, state.step = phase_index, 0, 0
-        enter_phase(model, phase, config.k, init_scores=not resuming_phase)
+        enter_phase(model, phase, init_scores=not resuming_phase)
         build_phase_optimizers(state, phase, config, phase.epochs * n_steps)
         while state.epoch < phase.epochs:
             epoch_seed = config.seed * 10_000 + phase_index * 1_000 + state.epoch
@@ -209,7 +210,7 @@ def main() -> None:
             for train_batch, val_batch in epoch_batches(weight_data, alpha_data, config, epoch_seed, n_steps,
                                                         state.step, accelerator):
                 with accelerator.autocast():
-                    stats = search_step(model, phase, architect, state.optimizers, train_batch, val_batch, config.k,
+                    stats = search_step(model, phase, architect, state.optimizers, train_batch, val_batch,
                                         grad_clip=config.grad_clip, weight_decay=config.weight_decay)
                 state.step += 1
                 state.global_step += 1

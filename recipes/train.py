@@ -57,6 +57,7 @@ from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
 from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
 from prdarts_timm.profile import hardware_description
+from prdarts_timm.stage import Stage
 from prdarts_timm.run_folder import Launch, StageSummary, TrainRun, check_new_or_resume
 from prdarts_timm.retrain import (
     STAGES, TrainConfig, build_model, follow_global_k, prepare_stage, read_source,
@@ -77,7 +78,7 @@ class TrainState:
 
     def __init__(self, num_processes: int):
         self.num_processes = num_processes
-        self.stage = ''
+        self.stage: Optional[Stage] = None
         self.model: Optional[nn.Module] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler = None
@@ -99,7 +100,7 @@ class TrainState:
 
     def state_dict(self) -> Dict[str, Any]:
         seconds, cpu_seconds = self.elapsed()
-        return dict(stage=self.stage, num_processes=self.num_processes, model=self.model.state_dict(),
+        return dict(stage=self.stage.name, num_processes=self.num_processes, model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     ema=self.ema.state_dict() if self.ema is not None else None, epoch=self.epoch, step=self.step,
                     stage_step=self.stage_step, history=self.history,
@@ -108,14 +109,15 @@ class TrainState:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         check_num_processes(state['num_processes'], self.num_processes)
-        if state['stage'] != self.stage:
-            raise CheckpointError(f'checkpoint of stage {state["stage"]!r} found where {self.stage!r} was expected')
+        if state['stage'] != self.stage.name:
+            raise CheckpointError(f'checkpoint of stage {state["stage"]!r} found where {self.stage.name!r} was '
+                                  'expected')
         self.model.load_state_dict(state['model'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         if self.ema is not None:
             self.ema.load_state_dict(state['ema'])
-        if self.stage == 'pretrain':  # dense: exact zeros in the loaded weights are no pattern to keep
+        if self.stage.dense:  # exact zeros in the loaded weights are no pattern to keep
             set_pruning(self.model, 'dense')
             if self.ema is not None:
                 set_pruning(self.ema.module, 'dense')
@@ -152,11 +154,12 @@ def plan_stages(config: TrainConfig, run: TrainRun,
     return config, [(s, run.newest_checkpoint(s) if resume and i == 0 else None) for i, s in enumerate(todo)]
 
 
-def source_for(stage: str, config: TrainConfig) -> Optional[Path]:
-    """The checkpoint ``stage`` starts from: ``source`` for the first stage, else the previous stage's output."""
-    if stage == config.stages[0]:
+def source_for(stage: Stage, config: TrainConfig) -> Optional[Path]:
+    """The checkpoint ``stage`` starts from: ``source`` for the run's first stage, else the previous stage's
+    output."""
+    if config.stages.index(stage.name) == 0:
         return Path(config.source) if config.source else None
-    return TrainRun(config.output).weights(STAGES[STAGES.index(stage) - 1])
+    return TrainRun(config.output).weights(STAGES[STAGES.index(stage.name) - 1])
 
 
 def build_transforms(model: nn.Module, config: TrainConfig):
@@ -180,19 +183,19 @@ def loss_fn(config: TrainConfig, num_classes: int):
     return None, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
 
-def build_optimizer(model: nn.Module, stage: str, config: TrainConfig, epochs: int, steps: int):
+def build_optimizer(model: nn.Module, stage: Stage, config: TrainConfig, steps: int):
     """timm optimizer over what the stage trains (no weight decay on biases / norms) and timm scheduler,
     stepped per update; an unknown ``opt`` / ``sched`` name is a :class:`ConfigError`."""
     no_decay = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else ()
     groups = param_groups_weight_decay(model, config.weight_decay, no_weight_decay_list=no_decay)
     try:
-        optimizer = create_optimizer_v2(groups, opt=config.opt, lr=config.lr(stage), weight_decay=config.weight_decay,
+        optimizer = create_optimizer_v2(groups, opt=config.opt, lr=stage.lr, weight_decay=config.weight_decay,
                                         momentum=config.momentum)
     except (ValueError, AssertionError) as e:
         raise ConfigError(f'opt {config.opt!r}: {e} (any timm.optim.list_optimizers() name, e.g. momentum, '
                           'sgd, adamw)') from None
     try:
-        scheduler, _ = create_scheduler_v2(optimizer, sched=config.sched, num_epochs=max(epochs, 1),
+        scheduler, _ = create_scheduler_v2(optimizer, sched=config.sched, num_epochs=max(stage.epochs, 1),
                                            warmup_epochs=config.warmup_epochs, min_lr=config.min_lr,
                                            step_on_epochs=False, updates_per_epoch=steps)
     except (ValueError, AssertionError) as e:
@@ -211,7 +214,8 @@ def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion
     step. Returns the loss unread (no host sync)."""
     x, y = batch
     if mixup is not None:
-        np.random.seed((config.seed * 1_000_003 + STAGES.index(state.stage) * 100_003 + state.stage_step) % 2**32)
+        np.random.seed((config.seed * 1_000_003 + STAGES.index(state.stage.name) * 100_003 + state.stage_step)
+                       % 2**32)
         x, y = mixup(x, y)
     params = [p for g in state.optimizer.param_groups for p in g['params']]
     with accelerator.autocast():
@@ -270,39 +274,39 @@ def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source:
     if not accelerator.is_main_process:
         return
     model, stage = state.model, state.stage
-    meta = dict(stage=stage, model=config.model, k=str(config.k), global_k=str(config.global_k))
-    save_safetensors(model.state_dict(), run.weights(stage), metadata=meta)
+    meta = dict(stage=stage.name, model=config.model, k=str(config.k), global_k=str(config.global_k))
+    save_safetensors(model.state_dict(), run.weights(stage.name), metadata=meta)
     if state.ema is not None:
-        save_safetensors(state.ema.module.state_dict(), run.ema_weights(stage), metadata=meta)
-    if stage == 'finetune':  # the inference network: masks baked in, no auxiliary head
+        save_safetensors(state.ema.module.state_dict(), run.ema_weights(stage.name), metadata=meta)
+    if stage.bakes:  # the inference network: masks baked in, no auxiliary head
         baked = drop_training_only(bake(copy.deepcopy(model))).state_dict()
         save_safetensors(baked, run.baked, metadata=dict(meta, baked='true'))
     report = sparsity_report(model)
     report.layers = [layer for layer in report.layers if not layer.name.startswith(training_only(model))]
     StageSummary(
-        stage=stage, model=config.model, model_args=config.model_args(model.num_classes),
-        cifar_stem=config.cifar_stem, k=config.k if stage != 'pretrain' else 1.0, global_k=config.global_k,
+        stage=stage.name, model=config.model, model_args=config.model_args(model.num_classes),
+        cifar_stem=config.cifar_stem, k=stage.k, global_k=config.global_k,
         source=str(source) if source else ('pretrained' if config.pretrained else None),
-        epochs=config.epochs(stage), steps=state.stage_step, num_processes=accelerator.num_processes,
+        epochs=stage.epochs, steps=state.stage_step, num_processes=accelerator.num_processes,
         global_batch=config.batch_size * accelerator.num_processes, seconds=round(seconds, 1),
         cpu_seconds=round(cpu_seconds, 1), hardware=hardware_description(accelerator.device),
         command=launch_command(accelerator),
         top1=state.history[-1]['top1'] if state.history else None,
         ema_top1=state.history[-1].get('ema_top1') if state.history else None,
         weights=dict(total=report.total, nonzero=report.nonzero, sparsity=report.sparsity),
-        history=state.history).write(run.summary(stage))
+        history=state.history).write(run.summary(stage.name))
 
 
-def stage_model(stage: str, config: TrainConfig, num_classes: int,
+def stage_model(stage: Stage, config: TrainConfig, num_classes: int,
                 accelerator: Accelerator) -> Tuple[nn.Module, Optional[Path], bool]:
     """(model, source checkpoint, from pretrained weights): the stage's model in the state it trains, on the
     device, the same on every rank."""
-    from_pretrained = config.pretrained and stage == config.stages[0]
+    from_pretrained = config.pretrained and config.stages.index(stage.name) == 0
     source = None if from_pretrained else source_for(stage, config)
     model = build_model(config.model, config.model_args(num_classes), cifar_stem=config.cifar_stem,
                         pretrained=config.pretrained, reset_classifier=config.reset_classifier)
     prepare_stage(model, stage, None if from_pretrained else read_source(stage, source), str(source),
-                  k=config.k if stage != 'pretrain' else 1.0, global_k=config.global_k, pretrained=from_pretrained)
+                  global_k=config.global_k, pretrained=from_pretrained)
     model.to(accelerator.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     broadcast_from_rank0(model)
     return model, source, from_pretrained
@@ -324,7 +328,7 @@ def stage_data(model: nn.Module, config: TrainConfig, train_set: Union[Dataset, 
 def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config: TrainConfig,
               accelerator: Accelerator) -> None:
     """BN statistics synced, the epoch's train loss and evaluation recorded in ``state.history``, logged."""
-    stage = state.stage
+    stage = state.stage.name
     sync_models(state)
     losses = [float(loss) for loss in state.epoch_losses]
     train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
@@ -338,15 +342,15 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
     state.history.append(record)
     accelerator.log({f'{stage}/top1': record['top1'], f'{stage}/eval_loss': record['loss']},
                     step=state.stage_step)  # each stage's tags on its own step axis
-    accelerator.print(f'[{stage} epoch {state.epoch + 1}/{config.epochs(stage)}] train loss {record["train_loss"]}, '
+    accelerator.print(f'[{stage} epoch {state.epoch + 1}/{state.stage.epochs}] train loss {record["train_loss"]}, '
                       f'top-1 {record["top1"]:.2f}% on {record["num_images"]} {config.eval_split} images')
 
 
-def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
+def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
               train_set: Union[Dataset, ImageTensors], eval_set: Union[Dataset, ImageTensors],
               accelerator: Accelerator, teacher: Optional[nn.Module] = None) -> None:
     run = TrainRun(config.output)
-    stage_index = STAGES.index(stage)
+    stage_index = STAGES.index(stage.name)  # seeds: each stage draws its own streams
     set_seed(config.seed + stage_index)
     model, source, from_pretrained = stage_model(stage, config, len(train_set.classes), accelerator)
     if teacher is not None:
@@ -359,26 +363,27 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
     if steps == 0:
         raise ConfigError(f'no training step fits an epoch: {len(train_data)} images, batch_size {bs} x {world} '
                           'process(es). Lower batch_size or use more data.')
-    epochs = config.epochs(stage)
+    epochs = stage.epochs
 
     state.stage, state.model = stage, model
-    state.optimizer, state.scheduler = build_optimizer(model, stage, config, epochs, steps)
-    state.ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema and stage != 'prune' else None
+    state.optimizer, state.scheduler = build_optimizer(model, stage, config, steps)
+    # an EMA of trained weights (a stage that learns scores only has none to average)
+    state.ema = (ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema and 'weights' in stage.groups
+                 else None)
     state.epoch = state.step = state.stage_step = 0
     state.history, state.epoch_losses = [], []
     state.seconds_before = state.cpu_seconds_before = 0.0
     mixup, criterion = loss_fn(config, model.num_classes)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        accelerator.print(f'resumed {stage} from {resume_from} (epoch {state.epoch}, step {state.step})')
+        accelerator.print(f'resumed {stage.name} from {resume_from} (epoch {state.epoch}, step {state.step})')
     # PR-DARTS models train through forward_aux (logits and auxiliary logits; it also shares the cells' ReLUs)
     forward = model.forward_aux if hasattr(model, 'forward_aux') else lambda x: (model(x), None)
     if config.compile:
         forward = torch.compile(forward)
     trainable = sum(p.numel() for g in state.optimizer.param_groups for p in g['params'])
-    k = config.k if stage != 'pretrain' else 1
-    start = 'its pretrained weights' if from_pretrained else f'k={k}, source {source}'
-    accelerator.print(f'[{stage}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
+    start = 'its pretrained weights' if from_pretrained else f'k={stage.k}, source {source}'
+    accelerator.print(f'[{stage.name}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
                       f'parameters, {start}')
 
     state.start_clock()
@@ -391,7 +396,7 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
             (config.seed * 100 + stage_index) * 10_000 + state.epoch))
         mine = shard_indices(perm, steps, bs, world, rank, state.step)
         model.train()
-        bar = tqdm(total=steps, initial=state.step, desc=f'{stage} {state.epoch + 1}/{epochs}',
+        bar = tqdm(total=steps, initial=state.step, desc=f'{stage.name} {state.epoch + 1}/{epochs}',
                    disable=not accelerator.is_local_main_process)
         for x, y in batches(train_data, mine, bs, accelerator.device, config.channels_last, config.num_workers,
                             augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout,
@@ -399,10 +404,10 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
             step_started = time.time()
             loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator, teacher)
             if config.compile and state.stage_step == stage_first_step:
-                accelerator.print(f'[{stage}] torch.compile: the first step took {time.time() - step_started:.1f} s')
+                accelerator.print(f'[{stage.name}] torch.compile: the first step took {time.time() - step_started:.1f} s')
             state.epoch_losses.append(loss)
-            if stage == 'prune':
-                follow_global_k(model, config.k, config.global_k)
+            if stage.mode == 'learn':  # the mask follows the scores
+                follow_global_k(model, stage.k, config.global_k)
             state.step += 1
             state.stage_step += 1
             state.scheduler.step_update(state.stage_step)
@@ -412,21 +417,21 @@ def run_stage(stage: str, resume_from: Optional[Path], state: TrainState, config
             if state.stage_step % config.log_every == 0:  # the only per-step read of the loss (a host sync)
                 lr = state.optimizer.param_groups[0]['lr']
                 bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.4g}')
-                accelerator.log({f'{stage}/loss': loss.item(), f'{stage}/lr': lr}, step=state.stage_step)
+                accelerator.log({f'{stage.name}/loss': loss.item(), f'{stage.name}/lr': lr}, step=state.stage_step)
             if state.stage_step % config.checkpoint_every == 0:
                 sync_models(state)
-                save_accelerate_state(accelerator, run.checkpoints(stage), state.stage_step)
+                save_accelerate_state(accelerator, run.checkpoints(stage.name), state.stage_step)
         bar.close()
         end_epoch(state, eval_set, config, accelerator)
         state.epoch += 1
         state.step, state.epoch_losses = 0, []
-    save_accelerate_state(accelerator, run.checkpoints(stage), state.stage_step)
+    save_accelerate_state(accelerator, run.checkpoints(stage.name), state.stage_step)
     check_ranks_agree(dict(rank=accelerator.process_index, state_sha256=state_sha256(model),
                            ema_sha256=state_sha256(state.ema.module) if state.ema is not None else None),
-                      run.ranks(stage), 'the trained model (or its EMA)')
+                      run.ranks(stage.name), 'the trained model (or its EMA)')
     write_outputs(state, config, run, source, accelerator)
     accelerator.wait_for_everyone()
-    accelerator.print(f'[{stage}] done: {run.weights(stage)}')
+    accelerator.print(f'[{stage.name}] done: {run.weights(stage.name)}')
 
 
 def main() -> None:
@@ -467,7 +472,7 @@ def main() -> None:
     if not plan:
         accelerator.print(f'every stage of {config.stages} is complete in {config.output}; nothing to resume')
     for stage, resume_from in plan:
-        run_stage(stage, resume_from, state, config, train_set, eval_set, accelerator, teacher)
+        run_stage(config.stage(stage), resume_from, state, config, train_set, eval_set, accelerator, teacher)
     accelerator.end_training()
 
 

@@ -19,7 +19,7 @@ LAZY_ALLOWED = {'onnx', 'onnxruntime', 'matplotlib', 'tensorboard'}
 # bottom first; a module (or package) belongs to the first layer that names it or a package above it
 LAYERS = [
     ('bottom', ['errors', 'io', 'distributed', 'cifar', 'cpu_allocator']),
-    ('maths', ['layers', 'ops', 'genotypes', 'pruning', 'profile']),
+    ('maths', ['layers', 'ops', 'genotypes', 'pruning', 'profile', 'stage']),
     ('models', ['models', 'checkpoint', 'builder']),
     ('data and configs', ['data', 'tensor_data', 'synthetic_data', 'config']),
     ('search / retraining', ['search', 'retrain']),
@@ -123,6 +123,9 @@ def test_no_import_cycle():
     assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)
 
 
+RUNS_USER_SCRIPTS = {'prdarts_timm.run_script'}  # its one job: run the script a user names (timm's validate.py)
+
+
 def test_the_library_imports_no_recipe():
     offenders = []
     for name, path in _modules().items():
@@ -130,7 +133,7 @@ def test_the_library_imports_no_recipe():
                       if target.split('.')[0] == 'recipes']
         source = path.read_text()
         offenders += [f'{name} loads a file as a module ({call})' for call in ('spec_from_file_location', 'run_path')
-                      if call in source]
+                      if call in source and name not in RUNS_USER_SCRIPTS]
     assert not offenders, offenders
 
 

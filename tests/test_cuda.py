@@ -66,8 +66,8 @@ def test_search_step_on_the_gpu_follows_the_cpu(phase_name, second_order):
     for device, fmt in (('cpu', torch.contiguous_format), (CUDA, torch.channels_last)):
         torch.manual_seed(0)
         model = Supernet(C=4, layers=3)
-        phase = Phase(phase_name, 1, 0.025)
-        enter_phase(model, phase, k=0.1)
+        phase = Phase(phase_name, 1, 0.025, k=0.1)
+        enter_phase(model, phase)
         model.to(device, memory_format=fmt)
         optimizers = {g: torch.optim.SGD(p, lr=0.025) for g, p in trained_parameters(model, phase).items()}
         architect = Architect(model, torch.optim.SGD(model.arch_parameters(), lr=0.1), second_order=second_order)  # Adam's
@@ -75,7 +75,7 @@ def test_search_step_on_the_gpu_follows_the_cpu(phase_name, second_order):
         g = torch.Generator().manual_seed(1)
         x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
         batch = (x.to(device).contiguous(memory_format=fmt), y.to(device))
-        stats = search_step(model, phase, architect, optimizers, batch, batch, k=0.1)
+        stats = search_step(model, phase, architect, optimizers, batch, batch)
         losses.append({k: v.item() for k, v in stats.items()})
         losses.append(torch.cat([a.detach().cpu().reshape(-1) for a in model.arch_parameters()]))
     assert losses[0].keys() == losses[2].keys()

@@ -24,7 +24,7 @@ def build(cfg: TrainConfig, num_classes: int = 10) -> nn.Module:
 
 
 def stage(model: nn.Module, name: str, cfg: TrainConfig, *source) -> None:
-    prepare_stage(model, name, *source, k=cfg.k, global_k=cfg.global_k)
+    prepare_stage(model, cfg.stage(name), *source, global_k=cfg.global_k)
 
 
 def test_stage_states_and_trained_parameters():

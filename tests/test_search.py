@@ -54,8 +54,8 @@ def test_derive_genotype_darts_rule():
 
 def test_alpha_gradient_depends_on_the_mask():
     model = _net()
-    phase = Phase('finetune', 1, 0.025)
-    enter_phase(model, phase, k=0.1)
+    phase = Phase('finetune', 1, 0.025, k=0.1)
+    enter_phase(model, phase)
     architect = Architect(model, torch.optim.Adam(model.arch_parameters()), second_order=False)
     batch = _batch(1, 8)
     _, g1 = architect.alpha_grads(batch, batch, [])
@@ -64,7 +64,7 @@ def test_alpha_gradient_depends_on_the_mask():
     with torch.no_grad():  # another mask of the same k
         for _, layer in pruned_layers(model):
             layer.scores.copy_(torch.randn_like(layer.scores))
-    enter_phase(model, phase, k=0.1, init_scores=False)
+    enter_phase(model, phase, init_scores=False)
     _, g2 = architect.alpha_grads(batch, batch, [])
     assert not all(torch.allclose(a, b) for a, b in zip(g1, g2))
 
@@ -72,13 +72,13 @@ def test_alpha_gradient_depends_on_the_mask():
 @pytest.mark.parametrize('second_order', [False, True])
 def test_prune_phase_moves_scores_not_weights(second_order):
     model = _net()
-    phase = Phase('prune', 1, 0.1, arch_step=True)
-    enter_phase(model, phase, k=0.05)
+    phase = Phase('prune', 1, 0.1, arch_step=True, k=0.05)
+    enter_phase(model, phase)
     weights = [w.detach().clone() for w in model.weight_parameters()]
     scores = [s.detach().clone() for s in model.score_parameters()]
     alphas = [a.detach().clone() for a in model.arch_parameters()]
     architect = Architect(model, torch.optim.Adam(model.arch_parameters(), lr=1e-2), second_order=second_order)
-    search_step(model, phase, architect, _optimizers(model, phase), _batch(2), _batch(3), k=0.05)
+    search_step(model, phase, architect, _optimizers(model, phase), _batch(2), _batch(3))
     assert all(torch.equal(a, b) for a, b in zip(weights, model.weight_parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(scores, model.score_parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(alphas, model.arch_parameters()))
@@ -87,15 +87,15 @@ def test_prune_phase_moves_scores_not_weights(second_order):
 @pytest.mark.parametrize('second_order', [False, True])
 def test_finetune_phase_keeps_the_mask(second_order):
     model = _net()
-    enter_phase(model, Phase('prune', 1, 0.1), k=0.05)
-    phase = Phase('finetune', 1, 0.025)
-    enter_phase(model, phase, k=0.05)
+    enter_phase(model, Phase('prune', 1, 0.1, k=0.05))
+    phase = Phase('finetune', 1, 0.025, k=0.05)
+    enter_phase(model, phase)
     masks = [layer.mask.clone() for _, layer in pruned_layers(model)]
     weights = [w.detach().clone() for w in model.weight_parameters()]
     pruned_before = [layer.weight.detach()[layer.mask == 0].clone() for _, layer in pruned_layers(model)]
     architect = Architect(model, torch.optim.Adam(model.arch_parameters(), lr=1e-2), second_order=second_order)
     for seed in range(2):
-        search_step(model, phase, architect, _optimizers(model, phase), _batch(seed), _batch(seed + 10), k=0.05)
+        search_step(model, phase, architect, _optimizers(model, phase), _batch(seed), _batch(seed + 10))
     assert all(torch.equal(a, layer.mask) for a, (_, layer) in zip(masks, pruned_layers(model)))
     assert not all(torch.equal(a, b) for a, b in zip(weights, model.weight_parameters()))
     # pruned weights never receive an update (plain SGD here: no weight decay to shrink them)
@@ -106,8 +106,8 @@ def test_finetune_phase_keeps_the_mask(second_order):
 
 def test_second_order_step_restores_the_inner_parameters():
     model = _net()
-    phase = Phase('pretrain', 1, 0.025)
-    enter_phase(model, phase, k=0.01)
+    phase = Phase('pretrain', 1, 0.025, k=0.01)
+    enter_phase(model, phase)
     weights = [w.detach().clone() for w in model.weight_parameters()]
     architect = Architect(model, torch.optim.Adam(model.arch_parameters()), second_order=True)
     _, g = architect.alpha_grads(_batch(0), _batch(1), list(model.weight_parameters()), xi=0.025, weight_decay=1e-3)
@@ -126,8 +126,8 @@ def test_second_order_gradient_matches_exact_double_backprop(phase_name):
     import torch.nn.functional as F
 
     model = _net().double()
-    phase = Phase(phase_name, 1, 0.1)
-    enter_phase(model, phase, k=0.2)
+    phase = Phase(phase_name, 1, 0.1, k=0.2)
+    enter_phase(model, phase)
     inner = trained_parameters(model, phase)['weights']
     xi, wd = 0.1, 1e-3
     train, val = [(x.double(), y) for x, y in (_batch(0), _batch(1))]
@@ -154,12 +154,12 @@ def test_second_order_gradient_matches_exact_double_backprop(phase_name):
 
 def test_onestep_trains_weights_scores_and_alpha():
     model = _net()
-    phase = Phase('onestep', 1, 0.025)
-    enter_phase(model, phase, k=0.05)
+    phase = Phase('onestep', 1, 0.025, k=0.05)
+    enter_phase(model, phase)
     before = {name: [t.detach().clone() for t in getter()] for name, getter in (
         ('w', model.weight_parameters), ('s', model.score_parameters), ('a', model.arch_parameters))}
     architect = Architect(model, torch.optim.Adam(model.arch_parameters(), lr=1e-2), second_order=False)
-    stats = search_step(model, phase, architect, _optimizers(model, phase), _batch(0), _batch(1), k=0.05)
+    stats = search_step(model, phase, architect, _optimizers(model, phase), _batch(0), _batch(1))
     assert set(stats) == {'val_loss', 'weights_loss', 'scores_loss'}
     for name, getter in (('w', model.weight_parameters), ('s', model.score_parameters), ('a', model.arch_parameters)):
         assert not all(torch.equal(a, b) for a, b in zip(before[name], getter())), name
@@ -167,7 +167,7 @@ def test_onestep_trains_weights_scores_and_alpha():
 
 def test_smoothing_regularizer_is_off_by_default_and_changes_the_loss():
     model = _net()
-    enter_phase(model, Phase('pretrain', 1, 0.025), k=0.1)
+    enter_phase(model, Phase('pretrain', 1, 0.025, k=0.1))
     batch = _batch(0)
     plain = Architect(model, torch.optim.Adam(model.arch_parameters()))
     assert plain.smoothing_beta == 0.0
@@ -180,4 +180,4 @@ def test_bad_phase_and_k():
     with pytest.raises(ValueError, match='unknown phase'):
         Phase('warmup', 1, 0.1)
     with pytest.raises(ValueError, match='KEPT'):
-        enter_phase(_net(), Phase('prune', 1, 0.1), k=1.5)
+        enter_phase(_net(), Phase('prune', 1, 0.1, k=1.5))

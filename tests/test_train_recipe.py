@@ -294,14 +294,15 @@ def test_bad_sources_in_process(runs, tmp_path):
     from prdarts_timm.retrain import TrainConfig, build_model, prepare_stage, read_source
 
     prune_out = runs / 'prdarts' / 'prune' / 'model.safetensors'
+    config = TrainConfig(model='darts_v2_c10_mini', stages=['finetune'])
+    prune, finetune = config.stage('prune'), config.stage('finetune')
     with pytest.raises(CheckpointError, match=r'stages \[pretrain, prune\].*set source'):
-        read_source('prune', None)
+        read_source(prune, None)
     with pytest.raises(CheckpointError, match='nope.safetensors.* does not exist.*set source'):
-        read_source('prune', tmp_path / 'nope.safetensors')
+        read_source(prune, tmp_path / 'nope.safetensors')
     (tmp_path / 'corrupt.safetensors').write_bytes(b'\x00' * 64)
     with pytest.raises(CheckpointError, match='cannot read checkpoint .* corrupt'):
-        read_source('finetune', tmp_path / 'corrupt.safetensors')
-    config = TrainConfig(model='darts_v2_c10_mini', stages=['finetune'])
+        read_source(finetune, tmp_path / 'corrupt.safetensors')
     with pytest.raises(CheckpointError, match=r'does not match the model.*missing key\(s\).*same model, model_kwargs'):
-        prepare_stage(build_model(config.model, config.model_args(10)), 'finetune', read_source('finetune', prune_out),
+        prepare_stage(build_model(config.model, config.model_args(10)), finetune, read_source(finetune, prune_out),
                       str(prune_out))

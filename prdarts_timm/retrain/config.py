@@ -4,6 +4,7 @@ from typing import Any, ClassVar, Dict, List, Optional
 
 from ..config import RunConfig
 from ..layers import check_k
+from ..stage import Stage
 
 __all__ = ['STAGES', 'TrainConfig']
 
@@ -109,11 +110,10 @@ class TrainConfig(RunConfig):
         if not 0 < self.model_ema_decay < 1:
             raise ValueError(f'model_ema_decay must be in (0, 1), got {self.model_ema_decay}')
 
-    def epochs(self, stage: str) -> int:
-        return getattr(self, f'{stage}_epochs')
-
-    def lr(self, stage: str) -> float:
-        return getattr(self, f'{stage}_lr')
+    def stage(self, name: str) -> Stage:
+        """The stage ``name`` of this config as a record (:class:`~prdarts_timm.stage.Stage`): what it trains and
+        how, its k, epochs and learning rates."""
+        return Stage.of(name, self.k, getattr(self, f'{name}_epochs'), getattr(self, f'{name}_lr'), lr_min=self.min_lr)
 
     def model_args(self, num_classes: int) -> Dict[str, Any]:
         """The ``timm.create_model`` kwargs this config asks for (the PR-DARTS auxiliary head only if weighted)."""

@@ -1,5 +1,8 @@
 """HYDRA-style pruned retraining, one stage at a time: what each stage starts from and what it trains.
 
+Each stage is a :class:`~prdarts_timm.stage.Stage` record (``TrainConfig.stage(name)``); this module reads its
+fields, never its name.
+
 | stage    | starts from                  | k      | mask                            | trained                  |
 |----------|------------------------------|--------|---------------------------------|--------------------------|
 | pretrain | random init (or ``source``)  | 1      | none (dense)                    | weights, biases, BN      |
@@ -23,6 +26,7 @@ from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
 from ..pruning import fix_current_masks, init_scores_scaled, set_global_k, set_pruning
 from ..distributed import average_across_processes
+from ..stage import Stage
 from .config import STAGES
 
 __all__ = ['build_model', 'prepare_stage', 'read_source', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
@@ -51,64 +55,65 @@ def build_model(name: str, model_args: Dict[str, Any], cifar_stem: bool = False,
     return convert_to_pruned(model)
 
 
-def prepare_stage(model: nn.Module, stage: str, source: Optional[Dict[str, torch.Tensor]] = None,
-                  source_name: str = '', k: float = 1.0, global_k: bool = False, pretrained: bool = False) -> None:
-    """Put a freshly built ``model`` in the state ``stage`` trains, starting from the ``source`` state dict,
-    or (``pretrained=True``) from the weights the model was created with: then pretrain releases their
-    masks (dense fine-tuning) and finetune keeps them as the zeros give them (sparse fine-tuning), whatever
-    k they have; a new classifier stays dense.
+def prepare_stage(model: nn.Module, stage: Stage, source: Optional[Dict[str, torch.Tensor]] = None,
+                  source_name: str = '', global_k: bool = False, pretrained: bool = False) -> None:
+    """Put a freshly built ``model`` in the state ``stage`` (a :class:`~prdarts_timm.stage.Stage`) trains,
+    starting from the ``source`` state dict, or (``pretrained=True``) from the weights the model was created
+    with: then a dense stage releases their masks (dense fine-tuning) and a fixed-mask stage keeps them as the
+    zeros give them (sparse fine-tuning), whatever k they have; a new classifier stays dense.
+
+    What the stage says is done, read from the record: its scores initialised (scaled magnitudes), its mode
+    ('dense', 'learn' at its k per layer or with ``global_k``, 'fixed': the source's mask, checked against its
+    k), and only the groups it trains (weights with biases and BN, or scores) left trainable.
 
     Raises:
-        CheckpointError: no source for prune / finetune; a source of another architecture; a pruned source
-            for prune; a source pruned at another k (or per layer vs global) for finetune.
+        CheckpointError: no source for a stage that is not dense; a source of another architecture; a pruned
+            source for a stage that starts a mask or a dense one; a source pruned at another k (or per layer vs
+            global) for a fixed-mask stage.
     """
-    if stage != 'pretrain' and source is None and not pretrained:
-        raise CheckpointError(f'{stage} starts from a checkpoint: pass source')
+    if not stage.dense and source is None and not pretrained:
+        raise CheckpointError(f'{stage.name} starts from a checkpoint: pass source')
     if source is not None:
         load_state_dict_checked(model, source, source_name, hints=[SOURCE_HINT])
     layers = [layer for _, layer in pruned_layers(model)]
-    if stage == 'prune' or (stage == 'pretrain' and not pretrained):
+    if stage.init_scores or (stage.dense and not pretrained):  # it starts from dense weights
         pruned = [name for name, layer in pruned_layers(model) if layer.num_keep < layer.weight.numel()]
         zeros = sum(layer.weight.numel() - layer.num_keep for layer in layers)
         if zeros > STRAY_ZEROS * sum(layer.weight.numel() for layer in layers):
             raise CheckpointError(
-                f'{stage} starts from dense weights, but the source {source_name!r} is already pruned ({len(pruned)} '
-                f'layers, e.g. {pruned[0]!r}). Pass the pretrain stage\'s model.safetensors as source, or run '
-                'finetune on this one (--stages [finetune])')
-    if stage == 'pretrain':
-        set_pruning(model, 'dense')
-    elif stage == 'prune':
+                f'{stage.name} starts from dense weights, but the source {source_name!r} is already pruned '
+                f'({len(pruned)} layers, e.g. {pruned[0]!r}). Pass the pretrain stage\'s model.safetensors as '
+                'source, or run finetune on this one (--stages [finetune])')
+    if stage.init_scores:
         init_scores_scaled(model)
-        set_pruning(model, 'learn', k=k, global_k=global_k, exclude=training_only(model))
-        scores = {id(layer.scores) for layer in layers}
-        for p in model.parameters():
-            p.requires_grad_(id(p) in scores)
-    else:
+    if stage.mode == 'learn':
+        set_pruning(model, 'learn', k=stage.k, global_k=global_k, exclude=training_only(model))
+    elif stage.mode == 'fixed':
         if not pretrained:
-            check_kept_fraction(model, k, global_k, source_name)
+            check_kept_fraction(model, stage.k, global_k, source_name)
         # loading a pruned state dict put the pruned layers in 'fixed' mode with the saved masks; pretrained
         # weights hold their zeros as a pattern, made explicit here so that checkpoints restore it exactly
         fix_current_masks(model)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        for layer in layers:
-            if layer.scores is not None:
-                layer.scores.requires_grad_(False)
+    else:
+        set_pruning(model, 'dense')
+    scores = {id(layer.scores) for layer in layers if layer.scores is not None}
+    for p in model.parameters():
+        p.requires_grad_(('scores' if id(p) in scores else 'weights') in stage.groups)
 
 
-def read_source(stage: str, path: Optional[Path]) -> Optional[Dict[str, torch.Tensor]]:
-    """The state dict ``stage`` starts from (``path``; none for a pretrain from scratch), or a
+def read_source(stage: Stage, path: Optional[Path]) -> Optional[Dict[str, torch.Tensor]]:
+    """The state dict ``stage`` starts from (``path``; none for a dense stage from scratch), or a
     :class:`CheckpointError` that says which stage to run first."""
+    index = STAGES.index(stage.name)
+    previous = STAGES[index - 1] if index > 0 else None
     if path is None:
-        if stage == 'pretrain':
+        if stage.dense:
             return None
-        previous = STAGES[STAGES.index(stage) - 1]
-        raise CheckpointError(f'{stage} starts from the {previous} stage\'s weights: run both in one run (stages '
-                              f'[{previous}, {stage}]) or set source to <run>/{previous}/model.safetensors')
+        raise CheckpointError(f'{stage.name} starts from the {previous} stage\'s weights: run both in one run '
+                              f'(stages [{previous}, {stage.name}]) or set source to <run>/{previous}/model.safetensors')
     if not path.exists():
-        previous = STAGES[STAGES.index(stage) - 1] if stage != 'pretrain' else None
-        raise CheckpointError(f'the {stage} stage\'s source checkpoint {str(path)!r} does not exist' + (
-            f'; run the {previous} stage first (stages [{previous}, {stage}]) or set source to an existing file'
+        raise CheckpointError(f'the {stage.name} stage\'s source checkpoint {str(path)!r} does not exist' + (
+            f'; run the {previous} stage first (stages [{previous}, {stage.name}]) or set source to an existing file'
             if previous else '; set source to an existing file, or to none to pretrain from scratch'))
     return read_state_dict(path)
 

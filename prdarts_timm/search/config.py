@@ -4,6 +4,7 @@ from typing import Any, ClassVar, Dict, List
 
 from ..config import RunConfig
 from ..layers import check_k
+from ..stage import Stage
 from .phases import Phase
 
 __all__ = ['SearchConfig']
@@ -59,11 +60,11 @@ class SearchConfig(RunConfig):
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
         self.arch_betas = list(self.arch_betas)
 
-    def phases(self) -> List[Phase]:
+    def phases(self) -> List[Stage]:
         if self.onestep:
-            return [Phase('onestep', self.onestep_epochs, self.onestep_lr, self.lr_min)]
+            return [Phase('onestep', self.onestep_epochs, self.onestep_lr, self.lr_min, k=self.k)]
         return [
             Phase('pretrain', self.pretrain_epochs, self.pretrain_lr, self.lr_min),
-            Phase('prune', self.prune_epochs, self.prune_lr, self.lr_min, arch_step=self.prune_arch_step),
-            Phase('finetune', self.finetune_epochs, self.finetune_lr, self.lr_min),
+            Phase('prune', self.prune_epochs, self.prune_lr, self.lr_min, arch_step=self.prune_arch_step, k=self.k),
+            Phase('finetune', self.finetune_epochs, self.finetune_lr, self.lr_min, k=self.k),
         ]

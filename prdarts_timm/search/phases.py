@@ -8,18 +8,18 @@
 | onestep   | target | per sub-step  | alpha step, weight step, score step       |
 
 The prune phase starts from the scaled score init (masks = layer-wise magnitude pruning); the one-step
-search starts from it too and keeps k at the target throughout.
+search starts from it too and keeps k at the target throughout. Each phase is a
+:class:`~prdarts_timm.stage.Stage` record: this module reads its fields, never its name.
 """
-from dataclasses import dataclass
 from typing import Dict, List
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_k
-from ..pruning import init_scores_scaled, set_pruning
 from ..distributed import averaged_step
+from ..pruning import init_scores_scaled, set_pruning
+from ..stage import Stage
 from .architect import Architect, Batch
 
 __all__ = ['Phase', 'PHASE_NAMES', 'enter_phase', 'trained_parameters', 'search_step']
@@ -27,69 +27,54 @@ __all__ = ['Phase', 'PHASE_NAMES', 'enter_phase', 'trained_parameters', 'search_
 PHASE_NAMES = ('pretrain', 'prune', 'finetune', 'onestep')
 
 
-@dataclass
-class Phase:
-    """One phase of the search, as given in a config."""
-    name: str
-    epochs: int
-    lr: float
-    lr_min: float = 0.001
-    arch_step: bool = True
-
-    def __post_init__(self):
-        if self.name not in PHASE_NAMES:
-            raise ValueError(f'unknown phase {self.name!r}; expected one of {PHASE_NAMES}')
-        if self.epochs < 0:
-            raise ValueError(f'phase {self.name}: epochs must be >= 0, got {self.epochs}')
+def Phase(name: str, epochs: int, lr: float, lr_min: float = 0.001, arch_step: bool = True, k: float = 1.0) -> Stage:
+    """One phase of the search (a :class:`~prdarts_timm.stage.Stage`) at target kept fraction ``k``."""
+    if name not in PHASE_NAMES:
+        raise ValueError(f'unknown phase {name!r}; expected one of {PHASE_NAMES}')
+    return Stage.of(name, k, epochs, lr, lr_min=lr_min, arch_step=arch_step)
 
 
-def enter_phase(model: nn.Module, phase: Phase, k: float, init_scores: bool = True) -> None:
-    """Set the supernet's pruned layers for ``phase`` at target kept fraction ``k``.
+def enter_phase(model: nn.Module, phase: Stage, init_scores: bool = True) -> None:
+    """Set the supernet's pruned layers as ``phase`` begins: its scores initialised where it says (scaled
+    magnitudes), its mode at its k.
 
     ``init_scores=False`` when resuming inside a phase: the scores come from the checkpoint.
     """
-    check_k(k)
-    if phase.name == 'pretrain':
-        set_pruning(model, 'dense')
-        return
-    if init_scores and phase.name in ('prune', 'onestep'):
+    if init_scores and phase.init_scores:
         init_scores_scaled(model)
-    set_pruning(model, 'learn' if phase.name == 'prune' else 'fixed', k=k)
+    set_pruning(model, phase.mode, k=phase.k)
 
 
-def trained_parameters(model: nn.Module, phase: Phase) -> Dict[str, List[nn.Parameter]]:
+def trained_parameters(model: nn.Module, phase: Stage) -> Dict[str, List[nn.Parameter]]:
     """The parameter groups a phase optimizes: ``weights`` and / or ``scores`` (never alpha)."""
-    weights = list(model.weight_parameters())
-    scores = list(model.score_parameters())
-    if phase.name == 'prune':
-        return {'scores': scores}
-    if phase.name == 'onestep':
-        return {'weights': weights, 'scores': scores}
-    return {'weights': weights}
+    found = dict(weights=model.weight_parameters, scores=model.score_parameters)
+    return {group: list(found[group]()) for group in phase.groups}
 
 
-def search_step(model: nn.Module, phase: Phase, architect: Architect, optimizers: Dict[str, torch.optim.Optimizer],
-                train_batch: Batch, val_batch: Batch, k: float, grad_clip: float = 5.0,
+def search_step(model: nn.Module, phase: Stage, architect: Architect, optimizers: Dict[str, torch.optim.Optimizer],
+                train_batch: Batch, val_batch: Batch, grad_clip: float = 5.0,
                 weight_decay: float = 0.0) -> Dict[str, torch.Tensor]:
-    """One search iteration of ``phase``: the alpha step (if any), then the weight and / or score steps.
+    """One search iteration of ``phase``: the alpha step (if any), then a step of each group it trains, in order.
     Returns the losses as 0-dim tensors, unread (reading them is a host sync on a GPU).
 
-    Gradients are averaged across processes before every update, so all ranks stay identical.
+    A phase of several groups steps each under its own mode (one-step: weights through the fixed mask, scores
+    learned); the unrolled alpha step moves the first group, in its mode. Gradients are averaged across
+    processes before every update, so all ranks stay identical.
     """
     x, y = train_batch
     stats = {}
     groups = trained_parameters(model, phase)
+    switches = len(phase.trains) > 1
     if phase.arch_step:
-        if phase.name == 'onestep':
-            set_pruning(model, 'fixed', k=k)  # the unrolled step moves the weights, through the current mask
-        inner = groups['weights'] if 'weights' in groups else groups['scores']
-        lr = optimizers['weights' if 'weights' in groups else 'scores'].param_groups[0]['lr']
-        stats['val_loss'] = architect.step(train_batch, val_batch, inner, xi=lr, weight_decay=weight_decay).detach()
-    for group in ('weights', 'scores'):
-        if group not in groups:
-            continue
-        if phase.name == 'onestep':
-            set_pruning(model, 'fixed' if group == 'weights' else 'learn', k=k)
+        first = phase.groups[0]
+        if switches:
+            set_pruning(model, phase.mode, k=phase.k)
+        lr = optimizers[first].param_groups[0]['lr']
+        stats['val_loss'] = architect.step(train_batch, val_batch, groups[first], xi=lr,
+                                           weight_decay=weight_decay).detach()
+    for group, mode in phase.trains:
+        if switches:
+            set_pruning(model, mode, k=phase.k)
         params = [p for p in groups[group] if p.requires_grad]
         loss = F.cross_entropy(model(x), y)
         optimizers[group].zero_grad(set_to_none=True)
