@@ -170,14 +170,20 @@ def measure_latency(
 
 
 def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    """The CPU model name (``/proc/cpuinfo``) with the vector units that decide our kernels' speed (AVX2 only,
+    AVX-512, native bf16: AVX512_BF16 / AMX), or what ``platform`` knows."""
     try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
+        info = Path('/proc/cpuinfo').read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    name = next((line.split(':', 1)[1].strip() for line in info if line.startswith('model name')),
+                platform.processor() or platform.machine())
+    flags = set(next((line.split(':', 1)[1].split() for line in info if line.startswith('flags')), []))
+    units = [u for u, present in (('AVX-512', 'avx512f' in flags), ('AVX2 only', 'avx2' in flags and
+                                                                    'avx512f' not in flags),
+                                   ('AVX512_BF16', 'avx512_bf16' in flags), ('AMX-BF16', 'amx_bf16' in flags))
+             if present]
+    return f'{name} ({", ".join(units)})' if units else name
 
 
 def hardware_description(device: torch.device) -> str:
