@@ -67,8 +67,8 @@ def search_step_s(device, bf16: bool, channels_last: bool, second_order: bool, s
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = Supernet(C=sizes['search_C'], layers=sizes['search_layers'])
-    phase = Phase('pretrain', 1, 0.025)
-    enter_phase(model, phase, k=0.01)
+    phase = Phase('pretrain', 1, 0.025, k=0.01)
+    enter_phase(model, phase)
     model.to(device, memory_format=fmt)
     optimizers = {g: torch.optim.SGD(p, lr=0.025) for g, p in trained_parameters(model, phase).items()}
     architect = Architect(model, torch.optim.Adam(model.arch_parameters(), lr=3e-4), second_order=second_order)
@@ -78,7 +78,7 @@ def search_step_s(device, bf16: bool, channels_last: bool, second_order: bool, s
 
     def step():
         with _autocast(device, bf16):
-            search_step(model, phase, architect, optimizers, batch, batch, k=0.01, weight_decay=3e-4)
+            search_step(model, phase, architect, optimizers, batch, batch, weight_decay=3e-4)
     return _time(step, steps, warmup, device)
 
 

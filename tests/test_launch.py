@@ -16,6 +16,12 @@ SEARCH_TINY = ['--batch_size', '8', '--max_steps_per_epoch', '1', '--pretrain_ep
                '--finetune_epochs', '1', '--init_channels', '4', '--layers', '3']
 
 
+def every_core(cmd):
+    """``cmd`` without the suite's ``--cpu_threads 1``: the threads as a user's launch gets them."""
+    i = cmd.index('--cpu_threads')
+    return cmd[:i] + cmd[i + 2:]
+
+
 def launch_record(folder):
     return json.loads((folder / 'launch.json').read_text())
 
@@ -24,12 +30,12 @@ def test_the_launcher_decides_precision_and_every_core_works(tmp_path):
     bf16 = [*LAUNCH, '--num_processes', '1']
     bf16[bf16.index('--mixed_precision') + 1] = 'bf16'  # accelerate launch --mixed_precision bf16
     results = run_all(dict(
-        train_bf16=train_cmd(tmp_path / 'bf16', '--stages', '[pretrain]', launcher=bf16),
-        train_two=train_cmd(tmp_path / 'two', '--stages', '[pretrain]', launcher=[
-            *LAUNCH, '--multi_gpu', '--num_processes', '2', '--main_process_port', _free_port()]),
+        train_bf16=every_core(train_cmd(tmp_path / 'bf16', '--stages', '[pretrain]', launcher=bf16)),
+        train_two=every_core(train_cmd(tmp_path / 'two', '--stages', '[pretrain]', launcher=[
+            *LAUNCH, '--multi_gpu', '--num_processes', '2', '--main_process_port', _free_port()])),
         search_bf16=[*bf16, 'recipes/search.py', '--cpu', '--output', str(tmp_path / 'search'), *SEARCH_TINY],
-        recipe_wins=train_cmd(tmp_path / 'fp32', '--stages', '[pretrain]', '--mixed_precision', 'no', '--cpu_threads',
-                              '1', '--log_with', 'none', launcher=bf16),
+        recipe_wins=train_cmd(tmp_path / 'fp32', '--stages', '[pretrain]', '--mixed_precision', 'no',
+                              '--log_with', 'none', launcher=bf16),  # the suite's --cpu_threads 1 too
     ))
     for result in results.values():
         _ok(result)
@@ -43,8 +49,8 @@ def test_the_launcher_decides_precision_and_every_core_works(tmp_path):
     fp32 = launch_record(tmp_path / 'fp32')
     assert fp32['mixed_precision'] == 'no' and fp32['cpu_threads_per_process'] == 1 and fp32['trackers'] == []
 
-    resumed = subprocess.run(train_cmd(tmp_path / 'bf16', '--stages', '[pretrain]', '--resume'), cwd=ROOT, env=ENV,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(every_core(train_cmd(tmp_path / 'bf16', '--stages', '[pretrain]', '--resume')), cwd=ROOT,
+                             env=ENV, capture_output=True, text=True, timeout=300)
     _fails(resumed, 'ConfigError', "started with mixed_precision 'bf16'", "resumed with 'no'",
            '--mixed_precision bf16')
 

@@ -16,7 +16,7 @@ from prdarts_timm import Genotype
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--init_channels', '2', '--layers', '3', '--channels_last', 'false', '--batch_size', '8', '--max_steps_per_epoch', '2',
         '--pretrain_epochs', '1', '--prune_epochs', '1', '--finetune_epochs', '1', '--checkpoint_every', '2',
-        '--log_every', '1', '--prune_arch_step', 'true']
+        '--log_every', '1', '--prune_arch_step', 'true', '--cpu_threads', '1']  # one thread each, as launched side by side
 ENV = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
 LAUNCH = [sys.executable, '-m', 'accelerate.commands.launch']
 

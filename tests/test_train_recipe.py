@@ -17,7 +17,8 @@ from prdarts_timm import kept_count, topk_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--batch_size', '8', '--max_steps_per_epoch', '2', '--pretrain_epochs', '1', '--prune_epochs', '1',
-        '--finetune_epochs', '1', '--eval_max_batches', '1', '--checkpoint_every', '2', '--log_every', '1']
+        '--finetune_epochs', '1', '--eval_max_batches', '1', '--checkpoint_every', '2', '--log_every', '1',
+        '--cpu_threads', '1']  # one thread per process, launched or not: runs side by side, bitwise comparisons
 MOBILENET = ['--model', 'mobilenetv2_100', '--cifar_stem', 'true', '--auxiliary_weight', '0', '--k', '0.1',
              '--global_k', 'true', '--model_ema', 'true', '--mixup', '0.2', '--cutmix', '0.2',
              '--mixed_precision', 'bf16', '--drop_path_rate', '0.1']

@@ -300,7 +300,14 @@ class PRDarts(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_cells(x, with_aux=False)[0]
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        for cell in self.cells:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                s0, s1 = s1, checkpoint(cell, s0, s1, use_reentrant=False)
+            else:
+                s0, s1 = s1, cell(s0, s1)
+        return s1
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -313,43 +320,25 @@ class PRDarts(nn.Module):
 
     @torch.jit.ignore
     def forward_aux(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(logits, auxiliary logits) for training with the DARTS auxiliary loss; aux is None without a head. The
-        logits are :meth:`forward`'s, by the same path (:meth:`_forward_cells`)."""
-        features, aux = self._forward_cells(x, with_aux=True)
-        return self.forward_head(features), aux
+        """(logits, auxiliary logits) for training with the DARTS auxiliary loss; aux is None without a head.
 
-    def _forward_cells(self, x: torch.Tensor, with_aux: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The features of the last cell and (``with_aux``, where there is a head) the auxiliary logits: the one
-        forward of the network, for inference and training alike, cell by cell under grad checkpointing when it
-        is set.
-
-        Every reader of a cell's output but the head begins with a ReLU of it (the next two cells'
-        preprocessing, the auxiliary head): where every cell is a :class:`Cell`, it is computed once per tensor
-        (a training step of ``prdarts_c10_micro`` at batch 64 on 2 CPU cores: 1.16x faster than with a ReLU per
-        reader). Cells of another kind (a compacted network's) take their inputs as they are."""
-        checkpointed = self.grad_checkpointing and not torch.jit.is_scripting()
-        share_relu = all(isinstance(cell, Cell) for cell in self.cells)
-        aux_index = self.aux_index if with_aux and self.aux_head is not None else -1
+        The logits are :meth:`forward`'s. Every reader of a cell's output but the head begins with a ReLU of it
+        (the next two cells' preprocessing, the auxiliary head): here it is computed once per tensor (a training
+        step of ``prdarts_c10_micro`` at batch 64 on 2 CPU cores: 1.16x faster than with a ReLU per reader)."""
         s0 = self.stem0(x)
         s1 = self.stem1(s0)
-        inputs = (s0, s1)
-        if share_relu:
-            r0 = F.relu(s0)
-            inputs = (r0, r0 if s1 is s0 else F.relu(s1))
+        r0 = F.relu(s0)
+        r1 = r0 if s1 is s0 else F.relu(s1)
         aux = None
         last = len(self.cells) - 1
         for i, cell in enumerate(self.cells):
-            forward = cell.forward_from_relu if share_relu else cell
-            s1 = checkpoint(forward, *inputs, use_reentrant=False) if checkpointed else forward(*inputs)
-            relu = F.relu(s1) if share_relu and (i < last or i == aux_index) else s1
-            inputs = (inputs[1], relu if share_relu else s1)
-            if i == aux_index and not share_relu:
-                aux = self.aux_head(s1)
-            elif i == aux_index:
-                aux = relu
+            s0, s1 = s1, cell.forward_from_relu(r0, r1) if isinstance(cell, Cell) else cell(s0, s1)
+            r0, r1 = r1, (F.relu(s1) if i < last or i == self.aux_index else s1)
+            if i == self.aux_index and self.aux_head is not None:
+                aux = r1
                 for module in list(self.aux_head)[1:]:  # its first module is that ReLU
                     aux = module(aux)
-        return s1, aux
+        return self.forward_head(s1), aux
 
 
 def _raise_if_no_weights(variant: str, kwargs: Dict[str, Any]) -> PretrainedCfg:
