@@ -1,11 +1,14 @@
 """Keep freed memory in the process on the CPU, so a training step does not page-fault its activations in anew.
 
-glibc's ``malloc`` serves every block above 32 MiB (a batch's activations: 100 MB for one 256 x 96 x 32 x 32
-float tensor) with a fresh ``mmap`` and gives it back to the kernel when it is freed, so each step touches its
-activations' pages for the first time again: every element-wise kernel (ReLU, BatchNorm, adds) then runs at the
-speed of page faults. Measured on 2 cores of an Intel Xeon (family 6 model 207, Emerald Rapids, under KVM), ``prdarts_c10_micro``'s
-training step at batch 256: 4.36 s with glibc's defaults, 2.61 s with the settings below (1.67x), a bare ReLU of
-such a tensor 38 ms against 11 ms into memory already touched (``docs/results.md``).
+glibc's ``malloc`` serves a block above its mmap threshold with a fresh ``mmap`` and gives it back to the kernel
+when it is freed; the threshold adapts upwards but never past 32 MiB. A training step whose activations are
+larger than that (``prdarts_c10_micro`` at batch 256: one 256 x 32 x 32 x 32 float tensor is 32 MiB, the
+4-node concatenations 128 MiB) touches their pages for the first time again at every step, and its
+element-wise kernels (ReLU, BatchNorm, adds) run at the speed of page faults. Where the activations stay
+below the cap, the default allocator reuses its heap and this changes nothing measurable: one epoch of the
+issue-15 schedule (micro, batch 128) cost 16.42 CPU-minutes before and 16.79 with it, ``prdarts_c10``'s step at
+batch 64 1.73 s before and 1.82 s with it (``docs/results.md``, 2 cores of an Intel Xeon with AVX-512).
+``benchmarks/bench_allocator.py`` times a step with and without it, side by side, at any batch size.
 
 :func:`keep_freed_memory` tells glibc to serve every block from its heap (``M_MMAP_MAX = 0``) and never to trim
 it (``M_TRIM_THRESHOLD``), the effect tcmalloc or jemalloc give through ``LD_PRELOAD``, with nothing to
