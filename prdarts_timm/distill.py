@@ -16,7 +16,7 @@ it is never trained and never saved with the run.
   ``local-dir:folder``, loaded with ``pretrained=True``.
 """
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 import timm
 import torch
@@ -43,22 +43,24 @@ def _is_model_name(spec: str) -> bool:
     return spec.startswith(('hf-hub:', 'local-dir:')) or timm.is_model(spec.split('.')[0])
 
 
+def _stage_of(folder: Path) -> Optional[Tuple[TrainRun, str]]:
+    """(run, stage) where ``folder`` is a complete stage folder of a training run, else None."""
+    run = TrainRun(folder.parent)
+    return (run, folder.name) if folder.name in STAGES and run.is_complete(folder.name) else None
+
+
 def load_teacher(spec: str, student_model: str, student_args: Dict[str, Any], cifar_stem: bool = False) -> nn.Module:
     """The teacher ``spec`` names (see the module docstring), in eval mode with every parameter frozen. A
     checkpoint outside a run folder is read into ``student_model`` built with ``student_args`` (its
     training-only parts left out) and ``cifar_stem``."""
     path = Path(spec)
     if path.is_dir():
-        if path.name in STAGES and TrainRun(path.parent).summary(path.name).is_file():
-            run, stage = TrainRun(path.parent), path.name
-        else:
-            run = TrainRun(path)
-            stage = run.last_complete_stage()
+        run, stage = _stage_of(path) or (TrainRun(path), TrainRun(path).last_complete_stage())
         teacher = run.load_inference_network(stage)
     elif path.is_file():
-        folder = path.parent
-        if folder.name in STAGES and TrainRun(folder.parent).summary(folder.name).is_file():
-            name, kwargs, stem = TrainRun(folder.parent).inference_args(folder.name)
+        found = _stage_of(path.parent)
+        if found is not None:
+            name, kwargs, stem = found[0].inference_args(found[1])
         else:
             name, stem = student_model, cifar_stem
             kwargs = {k: v for k, v in student_args.items() if k not in TRAINING_ONLY_ARGS}
