@@ -19,7 +19,8 @@ from .io import atomic_write
 from .layers import convert_to_pruned, pruned_layers
 
 __all__ = ['CheckpointError', 'encode_sparse', 'decode_sparse', 'read_state_dict', 'load_state_dict_checked',
-           'training_only', 'save_safetensors', 'save_accelerate_state', 'newest_accelerate_state']
+           'training_only', 'save_safetensors', 'save_accelerate_state', 'load_accelerate_state',
+           'newest_accelerate_state']
 
 STATE_DICT_SUFFIXES = ('.safetensors', '.bin', '.pth', '.pt')
 
@@ -203,6 +204,22 @@ def save_accelerate_state(accelerator, folder: os.PathLike, step: int, keep: int
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_accelerate_state(accelerator, folder: os.PathLike) -> None:
+    """accelerate ``load_state`` of ``folder``. A checkpoint written before the recipes prepared their model with
+    accelerate has no model or optimizer file of accelerate's (the recipe's own state held both): accelerate is
+    then asked for the rest only (the recipe's state, the RNG states), and the recipe's state loads the two."""
+    folder = Path(folder)
+    if any(folder.glob('model*.safetensors')) or any(folder.glob('pytorch_model*.bin')):
+        accelerator.load_state(str(folder))
+        return
+    prepared = accelerator._models, accelerator._optimizers  # no public way to load a state without them
+    accelerator._models, accelerator._optimizers = [], []
+    try:
+        accelerator.load_state(str(folder))
+    finally:
+        accelerator._models, accelerator._optimizers = prepared
 
 
 def newest_accelerate_state(folder: os.PathLike) -> Optional[Path]:

@@ -31,6 +31,9 @@ class RunConfig:
     # steps
     grad_clip: float = 5.0  # 0 = off
     max_steps_per_epoch: Optional[int] = None
+    # batches whose gradients make one update (null: as accelerate is configured, its environment variable
+    # ACCELERATE_GRADIENT_ACCUMULATION_STEPS, set by accelerate launch for DeepSpeed; 1 without it)
+    gradient_accumulation_steps: Optional[int] = None
     # speed
     mixed_precision: Optional[str] = None  # null: as accelerate is configured (accelerate config / launch); no, bf16
     cpu_threads: Optional[int] = None  # torch threads per process on a CPU (null: the machine's cores / processes)
@@ -51,6 +54,9 @@ class RunConfig:
                              f'{self.mixed_precision!r}')
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f'cpu_threads must be >= 1 (or null for every core), got {self.cpu_threads}')
+        if self.gradient_accumulation_steps is not None and self.gradient_accumulation_steps < 1:
+            raise ValueError(f'gradient_accumulation_steps must be >= 1 (or null: as accelerate is configured), got '
+                             f'{self.gradient_accumulation_steps}')
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f'max_steps_per_epoch must be >= 1 (or null for whole epochs), got '
                              f'{self.max_steps_per_epoch}')

@@ -64,6 +64,7 @@ class Launch:
     command: Optional[str] = None
     cpu_threads_per_process: Optional[int] = None  # torch threads of each process on a CPU (None: a GPU run)
     trackers: List[str] = field(default_factory=list)
+    gradient_accumulation_steps: Optional[int] = None  # batches per update (None: a run recorded before the key)
 
     def write(self, path: Path) -> None:
         atomic_write_json(path, dataclasses.asdict(self))
@@ -74,12 +75,14 @@ class Launch:
 
     def check_resumed_as(self, current: 'Launch', path: Path) -> None:
         """A run resumes in the precision it started in (a resumed run must equal an uninterrupted one): a
-        :class:`ConfigError` otherwise. Runs recorded before the precision was (``None``) are not checked."""
-        if self.mixed_precision is not None and self.mixed_precision != current.mixed_precision:
-            raise ConfigError(f'this run started with mixed_precision {self.mixed_precision!r} ({path}) and is resumed '
-                              f'with {current.mixed_precision!r}: resume it as it was launched (accelerate launch '
-                              f'--mixed_precision {self.mixed_precision} ..., or --mixed_precision '
-                              f'{self.mixed_precision} of the recipe)')
+        :class:`ConfigError` otherwise; the same for the gradient accumulation. Runs recorded before a setting was
+        (``None``) are not checked for it."""
+        for key in ('mixed_precision', 'gradient_accumulation_steps'):
+            started, resumed = getattr(self, key), getattr(current, key)
+            if started is not None and started != resumed:
+                raise ConfigError(f'this run started with {key} {started!r} ({path}) and is resumed with {resumed!r}: '
+                                  f'resume it as it was launched (accelerate launch --{key} {started} ..., or '
+                                  f'--{key} {started} of the recipe)')
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Tupl
 import torch
 import torch.nn as nn
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin
 from timm.data import create_transform, resolve_data_config
 
 from .cpu_allocator import keep_freed_memory
@@ -103,17 +104,23 @@ def cpu_threads_per_process(requested: Optional[int], local_processes: int) -> i
 
 
 def start_accelerator(cpu: bool, config: Any) -> Tuple[Accelerator, Launch]:
-    """The run's ``Accelerator`` and its launch record. ``config.mixed_precision`` (null: what ``accelerate
-    config`` / ``accelerate launch`` set), ``config.log_with`` (accelerate's tracker names; ``none``: no tracker);
-    on a CPU, ``cpu_threads_per_process`` torch threads and freed memory kept
-    (:func:`~prdarts_timm.cpu_allocator.keep_freed_memory`)."""
+    """The run's ``Accelerator`` and its launch record. ``config.mixed_precision`` and
+    ``config.gradient_accumulation_steps`` (null: what ``accelerate config`` / ``accelerate launch`` set),
+    ``config.log_with`` (accelerate's tracker names; ``none``: no tracker); on a CPU, ``cpu_threads_per_process``
+    torch threads and freed memory kept (:func:`~prdarts_timm.cpu_allocator.keep_freed_memory`). A prepared model
+    runs in DDP without broadcasting its buffers at every forward: the recipes average BN statistics themselves
+    (each epoch's end and checkpoint), as they did before DDP."""
     log_with = None if config.log_with == 'none' else config.log_with
+    accumulation = (None if config.gradient_accumulation_steps is None  # accelerate reads its configuration
+                    else GradientAccumulationPlugin(num_steps=config.gradient_accumulation_steps))
     try:
         accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision, project_dir=config.output,
-                                  log_with=log_with)
+                                  log_with=log_with, gradient_accumulation_plugin=accumulation,
+                                  kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     except (ValueError, ImportError) as e:
-        raise ConfigError(f'accelerate cannot start this run ({e}); check mixed_precision (no, bf16) and log_with '
-                          f'(an installed tracker, e.g. tensorboard, or none)') from None
+        raise ConfigError(f'accelerate cannot start this run ({e}); check mixed_precision (no, bf16), '
+                          'gradient_accumulation_steps (>= 1) and log_with (an installed tracker, e.g. '
+                          'tensorboard, or none)') from None
     threads = None
     if accelerator.device.type == 'cpu':
         keep_freed_memory()
@@ -124,7 +131,8 @@ def start_accelerator(cpu: bool, config: Any) -> Tuple[Accelerator, Launch]:
                     mixed_precision=accelerator.mixed_precision, device=str(accelerator.device),
                     hardware=hardware_description(accelerator.device), command=launch_command(accelerator),
                     cpu_threads_per_process=threads,
-                    trackers=[str(getattr(t, 'value', t)) for t in accelerator.log_with])
+                    trackers=[str(getattr(t, 'value', t)) for t in accelerator.log_with],
+                    gradient_accumulation_steps=accelerator.gradient_accumulation_steps)
     return accelerator, launch
 
 

@@ -156,6 +156,10 @@ def main() -> None:
     run = SearchRun(config.output)
     config, resume_from = check_run_folder(config, run, args.resume)
     accelerator, launch = start_accelerator(args.cpu, config)  # precision, threads, trackers; launch.json
+    if accelerator.gradient_accumulation_steps != 1:  # the weight and architecture steps alternate every batch
+        raise ConfigError(f'the search takes one batch per update; gradient_accumulation_steps is '
+                          f'{accelerator.gradient_accumulation_steps} (from the config or accelerate\'s '
+                          'configuration): set --gradient_accumulation_steps 1, or raise batch_size instead')
     accelerator.wait_for_everyone()
     if resume_from is not None and run.launch.exists():
         Launch.read(run.launch).check_resumed_as(launch, run.launch)

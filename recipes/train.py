@@ -22,8 +22,11 @@ into ``<output>/<stage>/``:
   ``ranks.json`` (every rank's state-dict sha256; the run fails if they differ) and ``checkpoints/step_*``
   (accelerate ``save_state``, every ``checkpoint_every`` steps).
 
-The model is not wrapped in DDP: every gradient is averaged across processes explicitly (one all-reduce per
-step) and BN statistics are averaged at every epoch end and checkpoint, so all ranks hold the same model.
+Each stage prepares its own training forward with ``accelerator.prepare`` (DDP on several processes, the
+precision and gradient accumulation accelerate is configured with) and steps through ``accelerator.accumulate``
+/ ``backward`` / ``clip_grad_norm_``; BN statistics are averaged at every epoch end and checkpoint, so all
+ranks hold the same model. timm's scheduler is stepped by the recipe (per update), not prepared: accelerate's
+scheduler wrapper calls ``step()`` without the epoch timm's schedulers take.
 Data are sharded by a seeded permutation per epoch and augmented with a seed per (epoch, sample), and timm
 Mixup draws from a per-step seed, so a resumed stage continues exactly where it stopped.
 """
@@ -50,7 +53,9 @@ from tqdm.auto import tqdm
 
 from prdarts_timm import bake, set_pruning, sparsity_report
 from prdarts_timm.builder import drop_training_only
-from prdarts_timm.checkpoint import CheckpointError, save_accelerate_state, save_safetensors, training_only
+from prdarts_timm.checkpoint import (
+    CheckpointError, load_accelerate_state, save_accelerate_state, save_safetensors, training_only,
+)
 from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher
@@ -63,7 +68,8 @@ from prdarts_timm.retrain import (
     STAGES, TrainConfig, build_model, follow_global_k, prepare_stage, read_source,
     set_drop_path_scale, sync_batchnorm_stats,
 )
-from prdarts_timm.distributed import average_across_processes, averaged_step, broadcast_from_rank0, check_ranks_agree
+from prdarts_timm.retrain.step import TrainingForward, accumulated_step
+from prdarts_timm.distributed import average_across_processes, broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.training import (
     accuracy, check_num_processes, data_transforms, input_size, launch_command, start_accelerator,
     takes_cifar_inputs,
@@ -73,8 +79,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'train_cpu_demo.y
 
 
 class TrainState:
-    """What a checkpoint holds besides accelerate's RNG states: the stage's model, optimizer, scheduler, EMA
-    and progress. Registered once; its contents change with the stage."""
+    """What a checkpoint holds besides accelerate's own (the prepared model and optimizer, the RNG states): the
+    stage's scheduler, EMA and progress. Registered once; its contents change with the stage."""
 
     def __init__(self, num_processes: int):
         self.num_processes = num_processes
@@ -100,8 +106,7 @@ class TrainState:
 
     def state_dict(self) -> Dict[str, Any]:
         seconds, cpu_seconds = self.elapsed()
-        return dict(stage=self.stage.name, num_processes=self.num_processes, model=self.model.state_dict(),
-                    optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+        return dict(stage=self.stage.name, num_processes=self.num_processes, scheduler=self.scheduler.state_dict(),
                     ema=self.ema.state_dict() if self.ema is not None else None, epoch=self.epoch, step=self.step,
                     stage_step=self.stage_step, history=self.history,
                     epoch_losses=[float(loss) for loss in self.epoch_losses], seconds=seconds,
@@ -112,8 +117,9 @@ class TrainState:
         if state['stage'] != self.stage.name:
             raise CheckpointError(f'checkpoint of stage {state["stage"]!r} found where {self.stage.name!r} was '
                                   'expected')
-        self.model.load_state_dict(state['model'])
-        self.optimizer.load_state_dict(state['optimizer'])
+        if 'model' in state:  # written before accelerate saved the prepared model and optimizer itself
+            self.model.load_state_dict(state['model'])
+            self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         if self.ema is not None:
             self.ema.load_state_dict(state['ema'])
@@ -207,19 +213,19 @@ def build_optimizer(model: nn.Module, stage: Stage, config: TrainConfig, steps: 
     return optimizer, scheduler
 
 
-def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion, mixup,
+def train_step(net: nn.Module, batch, state: TrainState, config: TrainConfig, criterion, mixup,
                accelerator: Accelerator, teacher: Optional[nn.Module] = None) -> torch.Tensor:
-    """Forward (``(logits, aux logits or None)``, maybe compiled; the distillation loss with a teacher, the
-    auxiliary loss where there is a head), backward, gradients averaged across processes, clipped, one optimizer
-    step. Returns the loss unread (no host sync)."""
+    """One batch through the prepared training forward ``net`` (maybe compiled): the loss (the distillation loss
+    with a teacher, the auxiliary loss where there is a head), its backward, and where the batch completes an
+    accumulation the clipped gradients' optimizer step. Returns the loss unread (no host sync)."""
     x, y = batch
     if mixup is not None:
         np.random.seed((config.seed * 1_000_003 + STAGES.index(state.stage.name) * 100_003 + state.stage_step)
                        % 2**32)
         x, y = mixup(x, y)
-    params = [p for g in state.optimizer.param_groups for p in g['params']]
-    with accelerator.autocast():
-        logits, aux = forward(x)
+
+    def loss_of() -> torch.Tensor:
+        logits, aux = net(x)
         loss = criterion(logits, y)
         if teacher is not None:  # eval mode, frozen: the same batch, no graph
             with torch.no_grad():
@@ -228,10 +234,9 @@ def train_step(forward, batch, state: TrainState, config: TrainConfig, criterion
                     + config.distill_weight * distillation_loss(logits, teacher_logits, config.distill_temperature))
         if aux is not None:
             loss = loss + config.auxiliary_weight * criterion(aux, y)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    averaged_step(state.optimizer, params, [p.grad for p in params], config.grad_clip)
-    return loss.detach()
+        return loss
+
+    return accumulated_step(accelerator, net, state.optimizer, loss_of, config.grad_clip)
 
 
 def evaluate(model: nn.Module, data: Union[Dataset, ImageTensors], config: TrainConfig,
@@ -358,15 +363,19 @@ def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, conf
     augment_seed = config.seed * 10 + stage_index
     train_data, eval_set = stage_data(model, config, train_set, eval_set, augment_seed)
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
-    steps = len(train_data) // (bs * world)
-    steps = min(steps, config.max_steps_per_epoch or steps)
+    accumulate = accelerator.gradient_accumulation_steps
+    steps = len(train_data) // (bs * world)  # batches per process, a whole number of updates
+    steps = min(steps, config.max_steps_per_epoch or steps) // accumulate * accumulate
     if steps == 0:
         raise ConfigError(f'no training step fits an epoch: {len(train_data)} images, batch_size {bs} x {world} '
-                          'process(es). Lower batch_size or use more data.')
+                          f'process(es) x {accumulate} accumulated batch(es). Lower batch_size or '
+                          'gradient_accumulation_steps, or use more data.')
     epochs = stage.epochs
 
     state.stage, state.model = stage, model
-    state.optimizer, state.scheduler = build_optimizer(model, stage, config, steps)
+    accelerator.free_memory()  # the previous stage's prepared model and optimizer; accelerate's step count to 0
+    optimizer, state.scheduler = build_optimizer(model, stage, config, steps // accumulate)
+    net, state.optimizer = accelerator.prepare(TrainingForward(model), optimizer)
     # an EMA of trained weights (a stage that learns scores only has none to average)
     state.ema = (ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema and 'weights' in stage.groups
                  else None)
@@ -375,12 +384,10 @@ def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, conf
     state.seconds_before = state.cpu_seconds_before = 0.0
     mixup, criterion = loss_fn(config, model.num_classes)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        load_accelerate_state(accelerator, resume_from)
         accelerator.print(f'resumed {stage.name} from {resume_from} (epoch {state.epoch}, step {state.step})')
-    # PR-DARTS models train through forward_aux (logits and auxiliary logits; it also shares the cells' ReLUs)
-    forward = model.forward_aux if hasattr(model, 'forward_aux') else lambda x: (model(x), None)
     if config.compile:
-        forward = torch.compile(forward)
+        net = torch.compile(net)
     trainable = sum(p.numel() for g in state.optimizer.param_groups for p in g['params'])
     start = 'its pretrained weights' if from_pretrained else f'k={stage.k}, source {source}'
     accelerator.print(f'[{stage.name}] {config.model}: {epochs} epoch(s) of {steps} steps, {trainable} trained '
@@ -402,23 +409,25 @@ def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, conf
                             augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout,
                             padding=config.crop_padding, flip=config.hflip, alternate_flip=config.alternate_flip):
             step_started = time.time()
-            loss = train_step(forward, (x, y), state, config, criterion, mixup, accelerator, teacher)
+            loss = train_step(net, (x, y), state, config, criterion, mixup, accelerator, teacher)
             if config.compile and state.stage_step == stage_first_step:
                 accelerator.print(f'[{stage.name}] torch.compile: the first step took {time.time() - step_started:.1f} s')
             state.epoch_losses.append(loss)
-            if stage.mode == 'learn':  # the mask follows the scores
-                follow_global_k(model, stage.k, config.global_k)
             state.step += 1
             state.stage_step += 1
-            state.scheduler.step_update(state.stage_step)
-            if state.ema is not None:
-                state.ema.update(model, step=state.stage_step)
+            if accelerator.sync_gradients:  # this batch completed an update
+                updates = state.stage_step // accumulate
+                if stage.mode == 'learn':  # the mask follows the scores
+                    follow_global_k(model, stage.k, config.global_k)
+                state.scheduler.step_update(updates)
+                if state.ema is not None:
+                    state.ema.update(model, step=updates)
             bar.update(1)
             if state.stage_step % config.log_every == 0:  # the only per-step read of the loss (a host sync)
                 lr = state.optimizer.param_groups[0]['lr']
                 bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.4g}')
                 accelerator.log({f'{stage.name}/loss': loss.item(), f'{stage.name}/lr': lr}, step=state.stage_step)
-            if state.stage_step % config.checkpoint_every == 0:
+            if state.stage_step % config.checkpoint_every == 0 and accelerator.sync_gradients:  # no pending gradient
                 sync_models(state)
                 save_accelerate_state(accelerator, run.checkpoints(stage.name), state.stage_step)
         bar.close()

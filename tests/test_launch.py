@@ -32,7 +32,9 @@ def test_the_launcher_decides_precision_and_every_core_works(tmp_path):
     results = run_all(dict(
         train_bf16=every_core(train_cmd(tmp_path / 'bf16', '--stages', '[pretrain]', launcher=bf16)),
         train_two=every_core(train_cmd(tmp_path / 'two', '--stages', '[pretrain]', launcher=[
+            'env', 'ACCELERATE_GRADIENT_ACCUMULATION_STEPS=2',  # what accelerate reads (its DeepSpeed config sets it)
             *LAUNCH, '--multi_gpu', '--num_processes', '2', '--main_process_port', _free_port()])),
+        # DDP with a no_sync batch: the recipe checks the ranks' weights equal
         search_bf16=[*bf16, 'recipes/search.py', '--cpu', '--output', str(tmp_path / 'search'), *SEARCH_TINY],
         recipe_wins=train_cmd(tmp_path / 'fp32', '--stages', '[pretrain]', '--mixed_precision', 'no',
                               '--log_with', 'none', launcher=bf16),  # the suite's --cpu_threads 1 too
@@ -44,7 +46,8 @@ def test_the_launcher_decides_precision_and_every_core_works(tmp_path):
     assert one['trackers'] == ['tensorboard'] and list((tmp_path / 'bf16' / 'train').rglob('events.out.tfevents*'))
     two = launch_record(tmp_path / 'two')
     assert two['num_processes'] == 2 and two['cpu_threads_per_process'] == max(1, CORES // 2)
-    assert two['mixed_precision'] == 'no'
+    assert two['mixed_precision'] == 'no' and two['gradient_accumulation_steps'] == 2
+    assert one['gradient_accumulation_steps'] == 1
     assert launch_record(tmp_path / 'search')['mixed_precision'] == 'bf16'
     fp32 = launch_record(tmp_path / 'fp32')
     assert fp32['mixed_precision'] == 'no' and fp32['cpu_threads_per_process'] == 1 and fp32['trackers'] == []

@@ -61,3 +61,47 @@ def test_averaged_step_is_a_plain_clipped_step_in_one_process():
     opt_b.step()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def _frozen_bn_model():
+    torch.manual_seed(0)
+    model = timm.create_model('prdarts_c10_mini', C=4, layers=3, auxiliary=True).train()
+    for m in model.modules():  # BN normalises with its running statistics: micro-batches then add up exactly
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return model
+
+
+@pytest.mark.parametrize('grad_clip', [0.0, 0.1])  # the loss scaled by 1/2; the clip applied to the whole update
+def test_two_accumulated_batches_of_32_make_the_update_of_one_batch_of_64(grad_clip):
+    from accelerate import Accelerator
+    from prdarts_timm.retrain.step import TrainingForward, accumulated_step
+
+    torch.manual_seed(1)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    accelerator = Accelerator(cpu=True)
+    start = _frozen_bn_model().state_dict()
+
+    def train(accumulate, batch):
+        model = _frozen_bn_model()
+        accelerator.free_memory()
+        accelerator.gradient_accumulation_steps = accumulate
+        net, optimizer = accelerator.prepare(TrainingForward(model),
+                                             torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9))
+        for i in range(0, 64, batch):
+            xb, yb = x[i:i + batch], y[i:i + batch]
+
+            def loss_of():
+                logits, aux = net(xb)
+                return nn.functional.cross_entropy(logits, yb) + 0.4 * nn.functional.cross_entropy(aux, yb)
+            accumulated_step(accelerator, net, optimizer, loss_of, grad_clip)
+        return model.state_dict()
+
+    one_step = train(1, 64)
+    accumulated = train(2, 32)
+    two_steps = train(1, 32)
+    moved = [k for k in start if not torch.equal(start[k], one_step[k])]
+    assert moved  # the update changed the weights
+    for k in start:
+        torch.testing.assert_close(accumulated[k], one_step[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert any(not torch.allclose(two_steps[k], one_step[k], rtol=1e-4, atol=1e-5) for k in moved)

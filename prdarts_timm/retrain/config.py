@@ -69,7 +69,8 @@ class TrainConfig(RunConfig):
                                                  crop_padding=4, hflip=True, holdout_fraction=0.1,
                                                  reset_classifier=False, alternate_flip=False,
                                                  distill_from=None, distill_weight=0.5, distill_temperature=4.0,
-                                                 cpu_threads=None, log_with='tensorboard')
+                                                 cpu_threads=None, log_with='tensorboard',
+                                                 gradient_accumulation_steps=None)
 
     def __post_init__(self):
         super().__post_init__()
