@@ -26,6 +26,10 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of an input that is already ``relu(x)`` (the conv and BN only)."""
+        return self[2](self[1](x))
+
 
 class DilConv(nn.Sequential):
     """ReLU, depthwise dilated k x k conv, pointwise 1x1 conv, BN."""

@@ -223,8 +223,8 @@ def test_bad_network_arguments():
 
 
 def test_training_forward_is_the_forward():
-    """forward_aux's logits are forward's (one path, _forward_cells), with grad checkpointing too, and its
-    auxiliary logits are the head applied to the output of cell aux_index computed cell by cell."""
+    """forward_aux's logits are forward's, with grad checkpointing too, and its auxiliary logits are the head
+    applied to the output of cell aux_index computed cell by cell."""
     torch.manual_seed(0)
     model = timm.create_model('prdarts_c10_mini', C=8, layers=6, auxiliary=True).eval()
     x = torch.randn(3, 3, 32, 32)
@@ -243,3 +243,29 @@ def test_training_forward_is_the_forward():
     torch.testing.assert_close(aux, expected_aux, rtol=0, atol=1e-6)
     assert torch.equal(checkpointed_aux, aux)
     assert torch.equal(model.forward_head(model.forward_features(x)), logits)
+
+
+def test_the_training_forward_checkpoints_each_cell():
+    """With grad checkpointing, forward_aux recomputes each cell in the backward (its states run twice) and the
+    gradients stay those of the plain forward."""
+    torch.manual_seed(0)
+    model = timm.create_model('prdarts_c10_mini', C=8, layers=6, auxiliary=True).train()
+    x = torch.randn(3, 3, 32, 32)
+    calls = []
+    for i, cell in enumerate(model.cells):
+        cell._forward_states = (lambda f, i: lambda states: calls.append(i) or f(states))(cell._forward_states, i)
+
+    def grads(checkpointing):
+        model.set_grad_checkpointing(checkpointing)
+        model.zero_grad()
+        calls.clear()
+        logits, aux = model.forward_aux(x)
+        (logits.sum() + aux.sum()).backward()
+        return len(calls), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain_calls, plain = grads(False)
+    checkpointed_calls, checkpointed = grads(True)
+    assert plain_calls == len(model.cells) and checkpointed_calls == 2 * len(model.cells)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
