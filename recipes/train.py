@@ -47,7 +47,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, distribute_bn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -66,7 +66,7 @@ from prdarts_timm.stage import Stage
 from prdarts_timm.run_folder import Launch, StageSummary, TrainRun, check_new_or_resume
 from prdarts_timm.retrain import (
     STAGES, TrainConfig, build_model, follow_global_k, prepare_stage, read_source,
-    set_drop_path_scale, sync_batchnorm_stats,
+    set_drop_path_scale,
 )
 from prdarts_timm.retrain.step import TrainingForward, accumulated_step
 from prdarts_timm.distributed import average_across_processes, broadcast_from_rank0, check_ranks_agree
@@ -254,11 +254,12 @@ def evaluate(model: nn.Module, data: Union[Dataset, ImageTensors], config: Train
     return dict(top1=result['top1'], loss=result['loss'], num_images=result['num_samples'])
 
 
-def sync_models(state: TrainState) -> None:
-    """BN statistics averaged across processes, in the model and its EMA."""
-    sync_batchnorm_stats(state.model)
-    if state.ema is not None:
-        sync_batchnorm_stats(state.ema.module)
+def sync_models(state: TrainState, accelerator: Accelerator) -> None:
+    """BN statistics averaged across processes (each saw its own shard; timm's ``distribute_bn``), in the model
+    and its EMA: every rank holds the same model."""
+    if accelerator.num_processes > 1:
+        for model in [state.model] + ([state.ema.module] if state.ema is not None else []):
+            distribute_bn(model, accelerator.num_processes, reduce=True)
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -334,7 +335,7 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
               accelerator: Accelerator) -> None:
     """BN statistics synced, the epoch's train loss and evaluation recorded in ``state.history``, logged."""
     stage = state.stage.name
-    sync_models(state)
+    sync_models(state, accelerator)
     losses = [float(loss) for loss in state.epoch_losses]
     train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
                                                         device=accelerator.device)])[0].item()
@@ -428,7 +429,7 @@ def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, conf
                 bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.4g}')
                 accelerator.log({f'{stage.name}/loss': loss.item(), f'{stage.name}/lr': lr}, step=state.stage_step)
             if state.stage_step % config.checkpoint_every == 0 and accelerator.sync_gradients:  # no pending gradient
-                sync_models(state)
+                sync_models(state, accelerator)
                 save_accelerate_state(accelerator, run.checkpoints(stage.name), state.stage_step)
         bar.close()
         end_epoch(state, eval_set, config, accelerator)

@@ -2,5 +2,5 @@
 from .config import STAGES, TrainConfig
 from .stages import (
     build_model, check_kept_fraction, follow_global_k, prepare_stage, read_source,
-    set_drop_path_scale, sync_batchnorm_stats,
+    set_drop_path_scale,
 )

@@ -25,12 +25,11 @@ from ..checkpoint import CheckpointError, load_state_dict_checked, read_state_di
 from ..config import ConfigError
 from ..layers import convert_to_pruned, kept_count, pruned_layers
 from ..pruning import fix_current_masks, init_scores_scaled, set_global_k, set_pruning
-from ..distributed import average_across_processes
 from ..stage import Stage
 from .config import STAGES
 
-__all__ = ['build_model', 'prepare_stage', 'read_source', 'check_kept_fraction', 'follow_global_k', 'set_drop_path_scale',
-           'sync_batchnorm_stats']
+__all__ = ['build_model', 'prepare_stage', 'read_source', 'check_kept_fraction', 'follow_global_k',
+           'set_drop_path_scale']
 
 # Dense weights can hold a few exact zeros (a uniform init draws 0.0 about once in 2**24 values), which loading
 # keeps as a zero pattern; a source counts as pruned only when more than this fraction of its weights is zero.
@@ -157,13 +156,3 @@ def set_drop_path_scale(model: nn.Module, scale: float, base: Dict[int, float]) 
     for m in model.modules():
         if isinstance(m, timm.layers.DropPath):
             m.drop_prob = base.setdefault(id(m), m.drop_prob) * scale
-
-
-@torch.no_grad()
-def sync_batchnorm_stats(model: nn.Module) -> None:
-    """Average BN running statistics across processes (each saw its own shard), so every rank holds the same
-    model; a no-op in a single process."""
-    stats = [t for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             for t in (m.running_mean, m.running_var) if t is not None]
-    for t, mean in zip(stats, average_across_processes(stats)):
-        t.copy_(mean)
