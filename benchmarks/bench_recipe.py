@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -74,8 +76,10 @@ def evaluate(run: Dict[str, Any], args: argparse.Namespace, stage: str) -> Dict[
                str(folder.inference_weights(stage)), '--no_latency', '--output', str(report)]
         if kwargs:
             cmd += ['--model_kwargs', *[f'{k}={json.dumps(v)}' for k, v in kwargs.items()]]
-        if args.data_root:
-            cmd += ['--data_source', 'imagefolder', '--data_root', args.data_root]
+        trained = yaml.safe_load(folder.config.read_text())  # the test split of the data the run trained on
+        source, root = ('imagefolder', args.data_root) if args.data_root else (trained['data_source'],
+                                                                               trained.get('data_root'))
+        cmd += ['--data_source', source] + (['--data_root', root] if root else [])
         print('+', ' '.join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, HF_HUB_OFFLINE='1'))
     return json.loads(report.read_text())
