@@ -56,7 +56,8 @@ def accuracy(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
     over ``batches`` (moved to ``device``; the logits computed under ``autocast()``).
 
     With an ``accelerator``, each process passes its own share of the data and the counts are summed over the
-    processes (``accelerator.gather_for_metrics``): every process gets the figures of the whole set."""
+    processes (``accelerator.reduce``; they are sums already, not per-sample results for
+    ``gather_for_metrics``): every process gets the figures of the whole set."""
     was_training = model.training
     model.eval()
     counts = torch.zeros(4, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, loss sum, samples
@@ -70,7 +71,7 @@ def accuracy(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
                                torch.tensor(y.numel(), device=y.device)]).double()
     model.train(was_training)
     if accelerator is not None and accelerator.num_processes > 1:
-        counts = accelerator.gather_for_metrics(counts[None]).sum(dim=0)
+        counts = accelerator.reduce(counts, reduction='sum')
     correct1, correct5, loss_sum, seen = counts.cpu().tolist()
     seen = int(seen)
     return dict(num_samples=seen, correct_top1=int(correct1), top1=100.0 * correct1 / max(seen, 1),
