@@ -77,12 +77,16 @@ class Launch:
         """A run resumes in the precision it started in (a resumed run must equal an uninterrupted one): a
         :class:`ConfigError` otherwise; the same for the gradient accumulation. Runs recorded before a setting was
         (``None``) are not checked for it."""
-        for key in ('mixed_precision', 'gradient_accumulation_steps'):
+        # where each setting comes from: accelerate's launcher passes --gradient_accumulation_steps on to DeepSpeed
+        # runs only, so for the others its environment variable is the launcher-side way
+        launcher = dict(mixed_precision='accelerate launch --mixed_precision {} ...',
+                        gradient_accumulation_steps='ACCELERATE_GRADIENT_ACCUMULATION_STEPS={} accelerate launch ...')
+        for key, how in launcher.items():
             started, resumed = getattr(self, key), getattr(current, key)
             if started is not None and started != resumed:
                 raise ConfigError(f'this run started with {key} {started!r} ({path}) and is resumed with {resumed!r}: '
-                                  f'resume it as it was launched (accelerate launch --{key} {started} ..., or '
-                                  f'--{key} {started} of the recipe)')
+                                  f'resume it as it was launched ({how.format(started)}, or --{key} {started} of '
+                                  'the recipe)')
 
 
 @dataclass

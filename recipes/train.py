@@ -69,7 +69,7 @@ from prdarts_timm.retrain import (
     set_drop_path_scale,
 )
 from prdarts_timm.retrain.step import TrainingForward, accumulated_step
-from prdarts_timm.distributed import average_across_processes, broadcast_from_rank0, check_ranks_agree
+from prdarts_timm.distributed import broadcast_from_rank0, check_ranks_agree
 from prdarts_timm.training import (
     accuracy, check_num_processes, data_transforms, input_size, launch_command, start_accelerator,
     takes_cifar_inputs,
@@ -337,8 +337,8 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
     stage = state.stage.name
     sync_models(state, accelerator)
     losses = [float(loss) for loss in state.epoch_losses]
-    train_loss = average_across_processes([torch.tensor(float(np.mean(losses or [0.0])),
-                                                        device=accelerator.device)])[0].item()
+    train_loss = accelerator.reduce(torch.tensor(float(np.mean(losses or [0.0])), device=accelerator.device),
+                                    reduction='mean').item()
     seconds, cpu_seconds = state.elapsed()  # the stage's time to this epoch's end, before its evaluation
     record = dict(epoch=state.epoch, steps=state.stage_step, train_loss=train_loss if state.epoch_losses else None,
                   seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1),

@@ -69,3 +69,14 @@ def test_threads_per_process(monkeypatch):
     assert cpu_threads_per_process(None, 1) == CORES  # accelerate launch's default: not a request
     monkeypatch.setenv('OMP_NUM_THREADS', '5')
     assert cpu_threads_per_process(None, 1) == 5  # --num_cpu_threads_per_process 5
+
+
+def test_a_resume_with_another_accumulation_is_refused_with_the_way_to_set_it(tmp_path):
+    from prdarts_timm.config import ConfigError
+    from prdarts_timm.run_folder import Launch
+
+    Launch(gradient_accumulation_steps=None).check_resumed_as(Launch(gradient_accumulation_steps=2), tmp_path)
+    with pytest.raises(ConfigError, match=r"started with gradient_accumulation_steps 2 .* resumed with 1: .*"
+                                          r"ACCELERATE_GRADIENT_ACCUMULATION_STEPS=2 accelerate launch .*"
+                                          r"--gradient_accumulation_steps 2 of the recipe"):
+        Launch(gradient_accumulation_steps=2).check_resumed_as(Launch(gradient_accumulation_steps=1), tmp_path)

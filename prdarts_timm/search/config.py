@@ -49,7 +49,7 @@ class SearchConfig(RunConfig):
     # keys added after runs were made, with the value that continues such a run as it started
     ADDED_KEYS: ClassVar[Dict[str, Any]] = dict(data_format='pil', mixed_precision='no', channels_last=False,
                                                 compile=False, cpu_threads=None, log_with='tensorboard',
-                                                 gradient_accumulation_steps=None)
+                                                gradient_accumulation_steps=None)
 
     def __post_init__(self):
         super().__post_init__()
