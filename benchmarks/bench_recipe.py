@@ -7,7 +7,9 @@ per-epoch top-1 against the CPU-minutes spent, its final top-1 on the whole test
 
 Each ``--run NAME=CONFIG[:ARG,ARG,...]`` trains into ``<output>/NAME`` (the extra arguments are command-line
 overrides of the config), launched as a user launches it (``accelerate launch --cpu
---num_cpu_threads_per_process THREADS``), one run after the other so that none slows another. A run folder
+--num_cpu_threads_per_process THREADS``), one run after the other so that none slows another. ``--threads N``
+also passes ``--cpu_threads N`` to the recipe (part of the run's config): the recipe reads the launcher's value
+of 1 as accelerate's default, not as a request, and would otherwise take every core. A run folder
 that is already complete is read, not trained again (runs made earlier, or by hand with the same recipe, join
 the report the same way); one with a checkpoint is resumed.
 
@@ -56,9 +58,12 @@ def train(run: Dict[str, Any], args: argparse.Namespace) -> None:
         return
     resume = ['--resume'] if folder.config.exists() else []
     cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--cpu', '--num_processes', '1',
-           '--num_cpu_threads_per_process', str(args.threads), '--mixed_precision', 'no', '--dynamo_backend', 'no',
+           '--num_cpu_threads_per_process', str(args.threads or os.cpu_count()),
+           '--mixed_precision', 'no', '--dynamo_backend', 'no',
            'recipes/train.py', '--cpu', '--config', run['config'], '--output', str(out), '--stages',
            f'[{", ".join(stages)}]', *run['extra'], *resume]
+    if args.threads is not None:
+        cmd += ['--cpu_threads', str(args.threads)]
     if args.data_root:
         cmd += ['--data_source', 'imagefolder', '--data_root', args.data_root]
     print('+', ' '.join(cmd), flush=True)
@@ -124,7 +129,8 @@ def main() -> None:
     parser.add_argument('--stages', default='[pretrain]', help="the stages to train and report, e.g. '[pretrain]'")
     parser.add_argument('--data_root', default=None, help='ImageFolder root of CIFAR-10 (default: the config\'s)')
     parser.add_argument('--output', default='runs/bench_recipe')
-    parser.add_argument('--threads', type=int, default=os.cpu_count())
+    parser.add_argument('--threads', type=int, default=None,
+                        help="torch threads of the run (the recipe's cpu_threads; default: the recipe's, every core)")
     parser.add_argument('--report', default=None, help='folder for table.md, the plot and results.json')
     parser.add_argument('--no_final_eval', action='store_true', help='skip the full-test-split evaluation')
     args = parser.parse_args()

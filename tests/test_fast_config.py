@@ -26,7 +26,9 @@ def test_fast_config_three_stages_and_the_report(tmp_path):
         times = [record['cpu_seconds'] for record in summary['history']]
         assert times == sorted(times) and times[0] > 0 and times[-1] <= summary['cpu_seconds']
     assert len(json.loads((run / 'pretrain' / 'summary.json').read_text())['history']) == 2
-    assert json.loads((run / 'launch.json').read_text())['num_processes'] == 1
+    launch = json.loads((run / 'launch.json').read_text())
+    assert launch['num_processes'] == 1
+    assert launch['cpu_threads_per_process'] == 1  # --threads 1 reaches the recipe (the launcher's 1 alone does not)
     report = json.loads((tmp_path / 'report' / 'results.json').read_text())
     (fast,) = report['runs']
     evaluation = json.loads((run / 'eval_finetune.json').read_text())
