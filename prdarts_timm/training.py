@@ -97,7 +97,7 @@ def cpu_threads_per_process(requested: Optional[int], local_processes: int) -> i
     if requested is not None:
         return requested
     given = int(os.environ.get('OMP_NUM_THREADS') or 0)
-    launcher_default = given == 1 and 'ACCELERATE_DYNAMO_BACKEND' in os.environ  # set by accelerate launch
+    launcher_default = given == 1 and _launched_by_accelerate()
     if given and not launcher_default:
         return given
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
@@ -138,6 +138,15 @@ def start_accelerator(cpu: bool, config: Any) -> Tuple[Accelerator, Launch]:
 
 
 def launch_command(accelerator: Accelerator) -> str:
-    """The command that launched this process, as a user would type it (``accelerate launch``, the process count)."""
+    """The command that launched this process, as a user would type it: ``accelerate launch`` with the process
+    count where accelerate's launcher started it, else ``python`` (with the ``OMP_NUM_THREADS`` it was given)."""
+    if not _launched_by_accelerate():
+        threads = os.environ.get('OMP_NUM_THREADS')
+        return (f'OMP_NUM_THREADS={threads} ' if threads else '') + f'python {shlex.join(sys.argv)}'
     processes = f' --multi_gpu --num_processes {accelerator.num_processes}' if accelerator.num_processes > 1 else ''
     return f'accelerate launch{processes} {shlex.join(sys.argv)}'
+
+
+def _launched_by_accelerate() -> bool:
+    """Whether accelerate's launcher started this process (it sets ``ACCELERATE_DYNAMO_BACKEND`` for every run)."""
+    return 'ACCELERATE_DYNAMO_BACKEND' in os.environ

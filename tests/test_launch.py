@@ -71,6 +71,23 @@ def test_threads_per_process(monkeypatch):
     assert cpu_threads_per_process(None, 1) == 5  # --num_cpu_threads_per_process 5
 
 
+def test_launch_command_names_the_launcher_that_started_the_process(monkeypatch):
+    from types import SimpleNamespace
+
+    from prdarts_timm.training import launch_command
+
+    monkeypatch.setattr(sys, 'argv', ['recipes/train.py', '--cpu', '--stages', '[pretrain]'])
+    monkeypatch.delenv('ACCELERATE_DYNAMO_BACKEND', raising=False)
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    one = SimpleNamespace(num_processes=1)
+    assert launch_command(one) == "OMP_NUM_THREADS=1 python recipes/train.py --cpu --stages '[pretrain]'"
+    monkeypatch.delenv('OMP_NUM_THREADS')
+    assert launch_command(one) == "python recipes/train.py --cpu --stages '[pretrain]'"
+    monkeypatch.setenv('ACCELERATE_DYNAMO_BACKEND', 'NO')  # accelerate launch sets it for every run
+    assert launch_command(one) == "accelerate launch recipes/train.py --cpu --stages '[pretrain]'"
+    assert launch_command(SimpleNamespace(num_processes=2)).startswith('accelerate launch --multi_gpu --num_processes 2 ')
+
+
 def test_a_resume_with_another_accumulation_is_refused_with_the_way_to_set_it(tmp_path):
     from prdarts_timm.config import ConfigError
     from prdarts_timm.run_folder import Launch
