@@ -274,7 +274,8 @@ def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source:
                   accelerator: Accelerator) -> None:
     """The stage's weights, then its summary (last: it marks the stage complete). Its time counts every resumed
     segment; the CPU time is summed over the processes (a resumed segment's earlier time is rank 0's, saved with
-    the checkpoint, counted once per process)."""
+    the checkpoint, counted once per process). Its command is the one that started the run (``launch.json``), which
+    reproduces it, not a resume's."""
     seconds, cpu_seconds = state.elapsed()
     cpu_seconds = accelerator.reduce(torch.tensor([cpu_seconds], device=accelerator.device), reduction='sum').item()
     if not accelerator.is_main_process:
@@ -296,7 +297,7 @@ def write_outputs(state: TrainState, config: TrainConfig, run: TrainRun, source:
         epochs=stage.epochs, steps=state.stage_step, num_processes=accelerator.num_processes,
         global_batch=config.batch_size * accelerator.num_processes, seconds=round(seconds, 1),
         cpu_seconds=round(cpu_seconds, 1), hardware=hardware_description(accelerator.device),
-        command=launch_command(accelerator),
+        command=Launch.read(run.launch).command if run.launch.exists() else launch_command(accelerator),
         top1=state.history[-1]['top1'] if state.history else None,
         ema_top1=state.history[-1].get('ema_top1') if state.history else None,
         weights=dict(total=report.total, nonzero=report.nonzero, sparsity=report.sparsity),

@@ -245,6 +245,9 @@ def test_resume_after_kill_gives_the_same_weights(runs, tmp_path):
     summary = json.loads((killed / 'prune' / 'summary.json').read_text())
     assert summary['seconds'] > before_kill['seconds'] > 0
     assert summary['cpu_seconds'] > before_kill['cpu_seconds'] > 0
+    # its command reproduces the run: the one that started it, not the resume
+    assert summary['command'] == json.loads((killed / 'launch.json').read_text())['command']
+    assert '--resume' not in summary['command'] and '--prune_epochs 3' in summary['command']
 
 
 def test_two_gloo_processes_give_identical_weights(tmp_path):
