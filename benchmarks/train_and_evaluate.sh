@@ -3,7 +3,9 @@
 # what was interrupted. Source it with CONFIG (the recipe config), DATA (the ImageFolder root) and OUT (the
 # folder of all runs) set.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
-LAUNCH=(accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no)
+# one process on one thread: plain python with OMP_NUM_THREADS=1 (accelerate's launcher would add nothing for one
+# CPU process, and the recipes read its OMP_NUM_THREADS=1 as the launcher's default, not a request: every core)
+LAUNCH=(python)
 
 # train NAME OUTPUT LAST_STAGE ARGS...: run (or resume) recipes/train.py unless LAST_STAGE is complete
 train() {
@@ -12,7 +14,7 @@ train() {
   local resume=()
   [ -f "$out/config.yaml" ] && resume=(--resume)
   echo "[$name] $(date -u +%FT%TZ) train -> $out"
-  "${LAUNCH[@]}" recipes/train.py --config "$CONFIG" --output "$out" --data_root "$DATA" "${resume[@]}" "$@" \
+  "${LAUNCH[@]}" recipes/train.py --cpu --config "$CONFIG" --output "$out" --data_root "$DATA" "${resume[@]}" "$@" \
     > "$out.log" 2>&1
 }
 
