@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Issue 28's weights: prdarts_c10 (the paper's Small: 99% cell, 36 channels / 20 cells) and prdarts_c10_micro
+# trained with the fast CPU schedule (recipes/configs/fast_cifar10.yaml, fp32, batch 128), in two one-thread
+# streams side by side on a 2-core CPU (1.2x the work per wall second of one two-thread run, docs/results.md):
+#   stream a: prdarts_c10 dense (20 epochs), then 99% (k 0.01, per layer: 1 prune + 8 finetune epochs)
+#   stream b: prdarts_c10_micro dense (10 epochs), then 90 / 95% (1 + 3) and 99% (1 + 8), the budgets of
+#             today's micro tags; then, once stream a's dense network exists, prdarts_c10 at 90 and 95% (1 + 4)
+# Every network is evaluated by recipes/evaluate.py on the full test split. The sparse stages' prune length and
+# distillation follow issue 27's micro comparisons (docs/results.md); they are set here before those stages run.
+# Re-running continues where it stopped: a finished step is skipped, an interrupted one resumes.
+#
+#   bash benchmarks/flagship_cifar10_cpu/run.sh /path/to/cifar10 [runs/flagship] [a|b|both]
+#
+# Then publish each tag with benchmarks/replicate_cifar10_cpu/publish.sh (RUNS = the OUTPUT here).
+set -euo pipefail
+DATA=${1:?usage: run.sh DATA_ROOT [OUTPUT] [a|b|both]}
+OUT=${2:-runs/flagship}
+STREAMS=${3:-both}
+CONFIG=recipes/configs/fast_cifar10.yaml
+source "$(dirname "$0")/../train_and_evaluate.sh"  # train, evaluate, dense, sparse
+
+FLAGSHIP=prdarts_c10
+MICRO=prdarts_c10_micro
+stream_a() {
+  dense $FLAGSHIP --model $FLAGSHIP --pretrain_epochs 20 -- --model $FLAGSHIP
+  sparse $FLAGSHIP 0.01 --model $FLAGSHIP --prune_epochs 1 --finetune_epochs 8 -- --model $FLAGSHIP
+}
+stream_b() {
+  dense $MICRO --model $MICRO --pretrain_epochs 10 -- --model $MICRO
+  sparse $MICRO 0.1 --model $MICRO --prune_epochs 1 --finetune_epochs 3 -- --model $MICRO
+  sparse $MICRO 0.05 --model $MICRO --prune_epochs 1 --finetune_epochs 3 -- --model $MICRO
+  sparse $MICRO 0.01 --model $MICRO --prune_epochs 1 --finetune_epochs 8 -- --model $MICRO
+  sparse $FLAGSHIP 0.1 --model $FLAGSHIP --prune_epochs 1 --finetune_epochs 4 -- --model $FLAGSHIP
+  sparse $FLAGSHIP 0.05 --model $FLAGSHIP --prune_epochs 1 --finetune_epochs 4 -- --model $FLAGSHIP
+}
+mkdir -p "$OUT"
+case $STREAMS in
+  a) stream_a ;;
+  b) stream_b ;;
+  both)
+    stream_a > "$OUT/stream_a.log" 2>&1 &
+    a=$!
+    stream_b > "$OUT/stream_b.log" 2>&1 &
+    wait_streams $a $! ;;
+  *) echo "run.sh: the third argument is a, b or both, not '$STREAMS'" >&2; exit 2 ;;
+esac
