@@ -15,7 +15,7 @@ stage's name. What a name means is this table (``KINDS``):
 group; a stage of several groups switches to each group's mode for that group's step.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .layers import MODES, check_k
 
@@ -42,16 +42,22 @@ class Stage:
     lr: float
     lr_min: float = 0.0
     arch_step: bool = True
+    image_sizes: Tuple[int, ...] = ()  # progressive resizing: the side of the training images in each leading epoch
 
     @classmethod
-    def of(cls, name: str, k: float, epochs: int, lr: float, lr_min: float = 0.0, arch_step: bool = True) -> 'Stage':
+    def of(cls, name: str, k: float, epochs: int, lr: float, lr_min: float = 0.0, arch_step: bool = True,
+           image_sizes: Tuple[int, ...] = ()) -> 'Stage':
         """The stage ``name`` (a key of :data:`KINDS`) at target kept fraction ``k`` (a dense stage keeps all)."""
         if name not in KINDS:
             raise ValueError(f'unknown stage {name!r}; expected one of {tuple(KINDS)}')
         kind = KINDS[name]
         dense = kind['trains'][0][1] == 'dense'
         return cls(name=name, k=1.0 if dense else check_k(k), epochs=epochs, lr=lr, lr_min=lr_min,
-                   arch_step=arch_step, **kind)
+                   arch_step=arch_step, image_sizes=tuple(image_sizes), **kind)
+
+    def image_size(self, epoch: int) -> Optional[int]:
+        """The side the training images of ``epoch`` are resized down to (None: the size the data has)."""
+        return self.image_sizes[epoch] if epoch < len(self.image_sizes) else None
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -61,6 +67,9 @@ class Stage:
             raise ValueError(f'stage {self.name}: trains must be (group, mode) pairs of weights / scores and '
                              f'{MODES}, got {self.trains}')
         check_k(self.k)
+        if len(self.image_sizes) > self.epochs or any(size < 8 for size in self.image_sizes):
+            raise ValueError(f'stage {self.name}: image_sizes gives the side (>= 8 px) of some of its {self.epochs} '
+                             f'leading epochs, got {list(self.image_sizes)}')
 
     @property
     def mode(self) -> str:

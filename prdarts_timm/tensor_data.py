@@ -317,6 +317,14 @@ def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch:
     return _laid_out(x, dtype, channels_last)
 
 
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch (N x C x H x W, normalized) resized to ``size`` x ``size`` (bilinear, antialiased: a smaller image,
+    not an aliased subsample), in the memory format it came in: progressive resizing's low-resolution epochs."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    resized = F.interpolate(x, size=(size, size), mode='bilinear', antialias=True, align_corners=False)
+    return resized.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_size: int, device: torch.device,
             channels_last: bool = False, num_workers: int = 0, augment: bool = False, seed: int = 0, epoch: int = 0,
             cutout: int = 0, padding: int = 4, flip: bool = True,

@@ -60,7 +60,7 @@ from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
-from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors
+from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors, resize_batch
 from prdarts_timm.profile import hardware_description
 from prdarts_timm.stage import Stage
 from prdarts_timm.run_folder import Launch, StageSummary, TrainRun, check_new_or_resume
@@ -346,11 +346,32 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
                   **evaluate(state.model, eval_set, config, accelerator))
     if state.ema is not None:
         record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
+    if state.stage.image_sizes:  # progressive resizing: the side this epoch trained at
+        record['image_size'] = state.stage.image_size(state.epoch) or input_size(state.model)[-1]
     state.history.append(record)
     accelerator.log({f'{stage}/top1': record['top1'], f'{stage}/eval_loss': record['loss']},
                     step=state.stage_step)  # each stage's tags on its own step axis
     accelerator.print(f'[{stage} epoch {state.epoch + 1}/{state.stage.epochs}] train loss {record["train_loss"]}, '
                       f'top-1 {record["top1"]:.2f}% on {record["num_images"]} {config.eval_split} images')
+
+
+def check_image_sizes(stage: Stage, model: nn.Module, config: TrainConfig) -> None:
+    """A :class:`ConfigError` unless ``model`` trains at each of the stage's progressive-resizing sides: at most
+    its input size, and large enough for its layers (a training forward of a copy at the smallest side; the
+    PR-DARTS auxiliary head, for one, needs about 30 px)."""
+    if not stage.image_sizes:
+        return
+    key, side = f'{stage.name}_image_sizes', min(input_size(model)[1:])
+    if max(stage.image_sizes) > side:
+        raise ConfigError(f'{key} {list(stage.image_sizes)} resize training images down, and {config.model} takes '
+                          f'{side}x{side}: give sides up to {side}')
+    smallest, channels = min(stage.image_sizes), input_size(model)[0]
+    try:
+        with torch.no_grad():
+            TrainingForward(copy.deepcopy(model).train())(torch.zeros(2, channels, smallest, smallest))
+    except RuntimeError as e:
+        raise ConfigError(f'{config.model} cannot train at {smallest}x{smallest} ({e}): give {key} larger sides '
+                          '(a PR-DARTS auxiliary head needs about 30 px: auxiliary_weight 0 trains without it)') from None
 
 
 def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, config: TrainConfig,
@@ -362,6 +383,7 @@ def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, conf
     model, source, from_pretrained = stage_model(stage, config, len(train_set.classes), accelerator)
     if teacher is not None:
         check_teacher(teacher, model, config.distill_from)
+    check_image_sizes(stage, model, config)
     augment_seed = config.seed * 10 + stage_index
     train_data, eval_set = stage_data(model, config, train_set, eval_set, augment_seed)
     world, rank, bs = accelerator.num_processes, accelerator.process_index, config.batch_size
@@ -405,11 +427,14 @@ def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, conf
             (config.seed * 100 + stage_index) * 10_000 + state.epoch))
         mine = shard_indices(perm, steps, bs, world, rank, state.step)
         model.train()
-        bar = tqdm(total=steps, initial=state.step, desc=f'{stage.name} {state.epoch + 1}/{epochs}',
-                   disable=not accelerator.is_local_main_process)
+        size = stage.image_size(state.epoch)  # progressive resizing: this epoch's side (None: the data's)
+        bar = tqdm(total=steps, initial=state.step, disable=not accelerator.is_local_main_process,
+                   desc=f'{stage.name} {state.epoch + 1}/{epochs}' + (f' at {size}x{size}' if size else ''))
         for x, y in batches(train_data, mine, bs, accelerator.device, config.channels_last, config.num_workers,
                             augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout,
                             padding=config.crop_padding, flip=config.hflip, alternate_flip=config.alternate_flip):
+            if size is not None:
+                x = resize_batch(x, size)
             step_started = time.time()
             loss = train_step(net, (x, y), state, config, criterion, mixup, accelerator, teacher)
             if config.compile and state.stage_step == stage_first_step:

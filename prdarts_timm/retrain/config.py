@@ -50,6 +50,9 @@ class TrainConfig(RunConfig):
     pretrain_epochs: int = 3
     prune_epochs: int = 2
     finetune_epochs: int = 2
+    # progressive resizing: the side each leading pretrain epoch trains at (images resized down from the data's size,
+    # antialiased; e.g. [16, 16, 24]: two epochs at 16x16, one at 24x24, the rest at full size; evaluation at full size)
+    pretrain_image_sizes: List[int] = field(default_factory=list)
     pretrain_lr: float = 0.05
     prune_lr: float = 0.1
     finetune_lr: float = 0.01
@@ -70,7 +73,7 @@ class TrainConfig(RunConfig):
                                                  reset_classifier=False, alternate_flip=False,
                                                  distill_from=None, distill_weight=0.5, distill_temperature=4.0,
                                                  cpu_threads=None, log_with='tensorboard',
-                                                 gradient_accumulation_steps=None)
+                                                 gradient_accumulation_steps=None, pretrain_image_sizes=[])
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,6 +99,10 @@ class TrainConfig(RunConfig):
         if self.alternate_flip and not (self.hflip and self.data_format == 'tensor'):
             raise ValueError('alternate_flip alternates the flips of the tensor data path: it needs hflip true and '
                              'data_format tensor')
+        sizes = self.pretrain_image_sizes = [int(size) for size in self.pretrain_image_sizes]
+        if len(sizes) > self.pretrain_epochs or any(size < 8 for size in sizes):
+            raise ValueError(f'pretrain_image_sizes gives the side (>= 8 px) of some of the {self.pretrain_epochs} '
+                             f'pretrain epochs (the rest train at full size), got {sizes}')
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f'distill_weight must be in [0, 1], got {self.distill_weight}')
         if self.distill_temperature <= 0:
@@ -114,7 +121,8 @@ class TrainConfig(RunConfig):
     def stage(self, name: str) -> Stage:
         """The stage ``name`` of this config as a record (:class:`~prdarts_timm.stage.Stage`): what it trains and
         how, its k, epochs and learning rates."""
-        return Stage.of(name, self.k, getattr(self, f'{name}_epochs'), getattr(self, f'{name}_lr'), lr_min=self.min_lr)
+        return Stage.of(name, self.k, getattr(self, f'{name}_epochs'), getattr(self, f'{name}_lr'), lr_min=self.min_lr,
+                        image_sizes=getattr(self, f'{name}_image_sizes', ()))  # only pretrain has the key
 
     def model_args(self, num_classes: int) -> Dict[str, Any]:
         """The ``timm.create_model`` kwargs this config asks for (the PR-DARTS auxiliary head only if weighted)."""
