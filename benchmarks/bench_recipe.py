@@ -46,7 +46,19 @@ def parse_run(text: str) -> Dict[str, Any]:
     config, _, extra = rest.partition(':')
     if not name or not config:
         raise SystemExit(f'--run {text!r}: write NAME=CONFIG or NAME=CONFIG:--key,value,...')
-    return dict(name=name, config=config, extra=[a for a in extra.split(',') if a])
+    return dict(name=name, config=config, extra=[a for a in _split_commas(extra) if a])
+
+
+def _split_commas(text: str) -> List[str]:
+    """``text`` split at the commas outside brackets: a list value (``--pretrain_image_sizes,[16,24]``) is one."""
+    parts, depth, part = [], 0, ''
+    for char in text:
+        depth += {'[': 1, ']': -1}.get(char, 0)
+        if char == ',' and depth == 0:
+            parts, part = parts + [part], ''
+        else:
+            part += char
+    return parts + [part]
 
 
 def train(run: Dict[str, Any], args: argparse.Namespace) -> None:

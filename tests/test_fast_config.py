@@ -36,3 +36,13 @@ def test_fast_config_three_stages_and_the_report(tmp_path):
     assert [p['epoch'] for p in fast['curve']] == [1, 2, 3] and not any(p['spread'] for p in fast['curve'])
     assert (tmp_path / 'report' / 'accuracy_per_cpu_minute.png').stat().st_size > 10_000
     assert '| fast | 3 |' in (tmp_path / 'report' / 'table.md').read_text()
+
+
+def test_bench_recipe_keeps_a_list_value_whole():
+    sys.path.insert(0, str(ROOT / 'benchmarks'))
+    try:
+        from bench_recipe import parse_run
+    finally:
+        sys.path.pop(0)
+    run = parse_run('p=recipes/configs/fast_cifar10.yaml:--pretrain_epochs,12,--pretrain_image_sizes,[16,20,24],--k,0.1')
+    assert run['extra'] == ['--pretrain_epochs', '12', '--pretrain_image_sizes', '[16,20,24]', '--k', '0.1']
