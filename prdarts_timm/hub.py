@@ -136,6 +136,7 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         prdarts_version=env.get('prdarts_timm'), train_command=_commands(summary), train_budget=budget,
         last_top1=history[-1].get('top1') if history else None,
         allocation=_allocation(summary.get('pruning') or {}),
+        introduction=_introduction(summary.get('pruning') or {}, sparsity),
         more_evaluations=''.join(_more_evaluation_line(e) for e in more_evaluations),
     )
 
@@ -164,7 +165,26 @@ def _allocation(pruning: Mapping[str, Any]) -> Optional[str]:
                 'weights, by learned score')
     if pruning.get('kept_from'):
         return f"the zero pattern of the weights it was fine-tuned from (`{pruning['kept_from']}`), kept"
+    if pruning.get('dense'):
+        return 'none: a dense network, every weight trained and kept'
     return None
+
+
+def _introduction(pruning: Mapping[str, Any], sparsity: Optional[float]) -> Optional[str]:
+    """The card's opening paragraph: a sparse network (pruned and retrained with HYDRA) or a dense one (the
+    pretrain stage alone: the parent the sparse tags are pruned from)."""
+    paper = ('PR-DARTS (DASS) network: DARTS cells searched for hard pruning\n'
+             '([arXiv:2207.06968](https://arxiv.org/abs/2207.06968))')
+    if pruning.get('dense'):
+        return (f'A dense {paper}, trained dense (the pretrain stage of the HYDRA pipeline) by the\n'
+                f'[`prdarts-timm`]({REPOSITORY}) package: the parent its sparse tags are pruned and retrained from, a\n'
+                'teacher for distillation and a reference for what pruning costs.')
+    if sparsity is None:
+        return None
+    return (f'A {100 * sparsity:.2f}% sparse {paper}, pruned and retrained with the HYDRA pipeline\n'
+            f'(pretrain, learn scores, finetune) by the [`prdarts-timm`]({REPOSITORY}) package.\n'
+            'The pruned weights are exact zeros in `model.safetensors`; loading into the `prdarts_timm` model restores\n'
+            'the masks from them, so the network stays exactly as sparse when you fine-tune it.')
 
 
 def _commands(summary: Mapping[str, Any]) -> Optional[str]:

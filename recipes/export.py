@@ -40,6 +40,7 @@ from prdarts_timm.hub import (
     HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card,
 )
 from prdarts_timm.io import file_sha256
+from prdarts_timm.retrain import STAGES
 from prdarts_timm.run_folder import TrainRun, chain_commands
 from prdarts_timm.stage import learns_mask
 from prdarts_timm.training import input_size
@@ -58,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--hub_id', help='the Hub repo the folder is for, namespace/name (Hub folder)')
     parser.add_argument('--output', required=True, help='folder to write')
     parser.add_argument('--template', default=str(CARD_TEMPLATE), help='model card template')
+    parser.add_argument('--stage', default='finetune',
+                        help="the stage whose network to export: finetune (the baked sparse network, the default) or, "
+                             "for a dense run, pretrain")
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output folder')
     parser.add_argument('--sparse', action='store_true',
                         help='also write model.sparse.safetensors (compact: indices + values of the kept weights)')
@@ -85,10 +89,11 @@ def read_evaluation(path: str, baked: Path) -> Dict[str, Any]:
 
 def deploy(args: argparse.Namespace, run: TrainRun) -> None:
     """The deployment folder of the run's baked network (prdarts_timm.deploy.deploy_folder)."""
-    model = bake(run.load_inference_network())  # the masks taken back from the zeros: written in again, dropped
-    name, model_args, cifar_stem = run.inference_args()
-    info = dict(model=name, model_args=model_args, cifar_stem=cifar_stem, checkpoint=str(run.baked),
-                checkpoint_sha256=file_sha256(run.baked))
+    model = bake(run.load_inference_network(args.stage))  # the masks taken back from the zeros: written in again
+    name, model_args, cifar_stem = run.inference_args(args.stage)
+    weights = run.inference_weights(args.stage)
+    info = dict(model=name, model_args=model_args, cifar_stem=cifar_stem, checkpoint=str(weights),
+                checkpoint_sha256=file_sha256(weights))
     folder = deploy_folder(model, args.output, input_size(model), info, overwrite=args.overwrite)
     print(f'deployment folder {folder}: ' + ', '.join(sorted(p.name for p in folder.iterdir())))
 
@@ -96,11 +101,15 @@ def deploy(args: argparse.Namespace, run: TrainRun) -> None:
 def main() -> None:
     args = parse_args()
     run = TrainRun(args.run)
-    run.inference_args()  # a clear error unless the run's finetune stage is complete
+    if args.stage not in STAGES:
+        raise HubError(f'--stage {args.stage!r}: give one of {list(STAGES)} (finetune for a sparse network, pretrain '
+                       'for a dense one)')
+    run.inference_args(args.stage)  # a clear error unless the stage is complete
     if args.deploy:
         deploy(args, run)
         return
-    baked, summaries = run.baked, run.summaries()
+    baked = run.inference_weights(args.stage)
+    summaries = run.summaries()[:[s.stage for s in run.summaries()].index(args.stage) + 1]
     final = summaries[-1]
     check_repo_id(args.hub_id)
     evaluation = read_evaluation(args.evaluation, baked)
@@ -108,7 +117,7 @@ def main() -> None:
     architecture = args.name.split('.')[0]
     if architecture != final.model.split('.')[0]:
         raise HubError(f'--name {args.name} names {architecture}, but the run trained {final.model}')
-    model = run.load_inference_network()
+    model = run.load_inference_network(args.stage)
 
     summary = dict(stages=[dict(stage=s.stage, epochs=s.epochs, steps=s.steps, global_batch=s.global_batch,
                                 seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware)
@@ -116,7 +125,8 @@ def main() -> None:
                    history=final.history,
                    commands=chain_commands(list(dict.fromkeys(s.command for s in summaries if s.command))))
     prune = next((s for s in summaries if learns_mask(s.stage)), None)  # the stage that chose the mask
-    summary['pruning'] = dict(k=prune.k, global_k=prune.global_k) if prune else dict(kept_from=summaries[0].source)
+    summary['pruning'] = (dict(k=prune.k, global_k=prune.global_k) if prune
+                          else dict(dense=True) if final.k == 1 else dict(kept_from=summaries[0].source))
     card = render_card(Path(args.template).read_text(),
                        card_values(args.name, args.hub_id, evaluation, summary, model, more))
     extra = {'train_config.yaml': run.config.read_text(), 'evaluation.json': json.dumps(evaluation, indent=1)}

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
 from prdarts_timm import kept_count, topk_mask
+from prdarts_timm.run_folder import TrainRun
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--batch_size', '8', '--max_steps_per_epoch', '2', '--pretrain_epochs', '1', '--prune_epochs', '1',
@@ -151,6 +153,34 @@ def test_evaluate_reads_the_baked_output(runs, tmp_path):
     unfinished = subprocess.run([sys.executable, 'recipes/evaluate.py', '--run', str(tmp_path)], cwd=ROOT, env=ENV,
                                 capture_output=True, text=True, timeout=300)
     _fails(unfinished, 'RunFolderError', 'no complete finetune stage')
+
+
+def test_export_of_the_dense_parent(runs, tmp_path):
+    """``--stage pretrain`` exports a run's dense network (the parent tag, e.g. prdarts_c10.dense_cifar10): its
+    card says dense, every number from its evaluation; timm loads it from the folder."""
+    dense = runs / 'prdarts' / 'pretrain' / 'model.safetensors'
+    evaluation, hub = tmp_path / 'eval.json', tmp_path / 'hub'
+    steps = [
+        ['recipes/evaluate.py', '--model', 'prdarts_c10_mini', '--checkpoint', str(dense), '--max_batches', '1',
+         '--batch_size', '16', '--latency_warmup', '1', '--latency_repeats', '2', '--output', str(evaluation)],
+        ['recipes/export.py', '--run', str(runs / 'prdarts'), '--stage', 'pretrain', '--evaluation', str(evaluation),
+         '--name', 'prdarts_c10_mini.dense_cifar10', '--hub_id', 'prdarts-test/prdarts_c10_mini.dense',
+         '--output', str(hub)],
+    ]
+    for step in steps:
+        _ok(subprocess.run([sys.executable, *step], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300))
+    card = (hub / 'README.md').read_text()
+    assert 'A dense PR-DARTS (DASS) network' in card and 'retrained with the HYDRA pipeline' not in card
+    assert '- **Sparsity allocation:** none: a dense network' in card and '- **Sparsity:** 0.00%' in card
+    assert 'pretrain: 2 epoch(s)' in card and 'prune:' not in card  # the stages that made it, no later one
+    model = timm.create_model(f'local-dir:{hub}', pretrained=True).eval()
+    reference = TrainRun(runs / 'prdarts').load_inference_network('pretrain').eval()  # what the run trained
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+    wrong = subprocess.run([sys.executable, *steps[1][:-2], '--output', str(tmp_path / 'other'), '--stage', 'prune'],
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    _fails(wrong, 'HubError', 'evaluates another file')  # the evaluation is of the pretrain weights, not prune's
 
 
 def test_evaluate_export_and_dry_run_push(runs, tmp_path):
