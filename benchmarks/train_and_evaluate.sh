@@ -27,13 +27,13 @@ evaluate() {
     --batch_size 200 --threads 1 --latency_repeats 20 --output "$json" "$@" > "${json%.json}.log" 2>&1
 }
 
-# dense NAME TRAIN_ARGS... -- EVAL_ARGS...: pretrain once (and evaluate it: the dense reference)
+# dense NAME TRAIN_ARGS... -- EVAL_ARGS...: pretrain once (and evaluate it: the dense reference, or a dense tag)
 dense() {
   local name=$1; shift
   local targs=(); while [ "$1" != "--" ]; do targs+=("$1"); shift; done; shift
   mkdir -p "$OUT/$name"
   train "$name" "$OUT/$name/dense" pretrain --stages '[pretrain]' "${targs[@]}"
-  evaluate "$name" "$OUT/$name/dense/pretrain/model.safetensors" "$OUT/$name/eval_dense.json" "$@" --no_latency
+  evaluate "$name" "$OUT/$name/dense/pretrain/model.safetensors" "$OUT/$name/eval_dense.json" "$@"  # latency too: a dense tag's card shows it
 }
 
 # sparse NAME K TRAIN_ARGS... -- EVAL_ARGS...: prune + finetune from the pretrained weights at k = K
