@@ -93,7 +93,8 @@ class Launch:
 class StageSummary:
     """``<stage>/summary.json``: what one stage of a training run trained, from what, how long, and its
     per-epoch curve (``history``: epoch, steps, train_loss, seconds and cpu_seconds of the stage at the epoch's end
-    (this process's CPU time; runs before issue 27 lack both), top1, loss, num_images[, ema_top1])."""
+    (this process's CPU time; runs before issue 27 lack both), top1, loss, num_images[, ema_top1][, image_size],
+    hardware (the machine that trained the epoch: a run resumed elsewhere has several; older runs lack it))."""
     stage: str
     model: Optional[str] = None
     model_args: Dict[str, Any] = field(default_factory=dict)
@@ -116,6 +117,22 @@ class StageSummary:
 
     def write(self, path: Path) -> None:
         atomic_write_json(path, dataclasses.asdict(self))
+
+    def hardware_segments(self) -> Optional[str]:
+        """Where the stage trained: ``hardware``, or, where its epochs ran on several machines (a run resumed on
+        another), each with its epochs, e.g. ``A (epochs 1-3); B (epochs 4-30)``; epochs recorded without it
+        (before the key existed) are "not recorded"."""
+        machines = [record.get('hardware') for record in self.history]
+        if len(set(machines)) <= 1 and (not machines or machines[0] in (None, self.hardware)):
+            return self.hardware
+        spans: List[List[Any]] = []  # [machine, first epoch, last epoch], 1-based
+        for epoch, machine in enumerate(machines, 1):
+            if spans and spans[-1][0] == machine:
+                spans[-1][2] = epoch
+            else:
+                spans.append([machine, epoch, epoch])
+        return '; '.join(f'{machine or "not recorded"} (epoch{"s" if a != b else ""} {a}{f"-{b}" if a != b else ""})'
+                         for machine, a, b in spans)
 
     @classmethod
     def read(cls, path: Path) -> 'StageSummary':

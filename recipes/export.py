@@ -120,7 +120,7 @@ def main() -> None:
     model = run.load_inference_network(args.stage)
 
     summary = dict(stages=[dict(stage=s.stage, epochs=s.epochs, steps=s.steps, global_batch=s.global_batch,
-                                seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware)
+                                seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware_segments())
                          for s in summaries],
                    history=final.history,
                    commands=chain_commands(list(dict.fromkeys(s.command for s in summaries if s.command))))

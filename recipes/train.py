@@ -344,6 +344,7 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
     record = dict(epoch=state.epoch, steps=state.stage_step, train_loss=train_loss if state.epoch_losses else None,
                   seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1),
                   **evaluate(state.model, eval_set, config, accelerator))
+    record['hardware'] = hardware_description(accelerator.device)  # a resumed run may go on elsewhere
     if state.ema is not None:
         record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
     if state.stage.image_sizes:  # progressive resizing: the side this epoch trained at

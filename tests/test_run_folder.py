@@ -98,3 +98,13 @@ def test_training_commands_chain_as_written():
     assert chain_commands([sparse]) == [sparse]  # nothing earlier to name
     assert chain_commands([dense, sparse.replace('--source', '--pretrained true --x')]) == [
         dense, sparse.replace('--source', '--pretrained true --x')]
+
+
+def test_hardware_segments_name_each_machine_a_resumed_stage_ran_on():
+    one = StageSummary(stage='pretrain', hardware='A', history=[dict(hardware='A'), dict(hardware='A')])
+    assert one.hardware_segments() == 'A'
+    assert StageSummary(stage='pretrain', hardware='A').hardware_segments() == 'A'  # no epochs recorded
+    assert StageSummary(stage='pretrain', hardware='A', history=[{}, {}]).hardware_segments() == 'A'  # older run
+    moved = StageSummary(stage='pretrain', hardware='B', history=[{}, {}, dict(hardware='A'), dict(hardware='A'),
+                                                                   dict(hardware='B')])
+    assert moved.hardware_segments() == 'not recorded (epochs 1-2); A (epochs 3-4); B (epoch 5)'
