@@ -68,8 +68,8 @@ class Stage:
                              f'{MODES}, got {self.trains}')
         check_k(self.k)
         if len(self.image_sizes) > self.epochs or any(size < 8 for size in self.image_sizes):
-            raise ValueError(f'stage {self.name}: image_sizes gives the side (>= 8 px) of some of its {self.epochs} '
-                             f'leading epochs, got {list(self.image_sizes)}')
+            raise ValueError(f'{self.name}_image_sizes gives the side (>= 8 px) of some of the {self.epochs} '
+                             f'{self.name} epochs (the rest train at full size), got {list(self.image_sizes)}')
 
     @property
     def mode(self) -> str:

@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--hub_id', help='the Hub repo the folder is for, namespace/name (Hub folder)')
     parser.add_argument('--output', required=True, help='folder to write')
     parser.add_argument('--template', default=str(CARD_TEMPLATE), help='model card template')
-    parser.add_argument('--stage', default='finetune',
+    parser.add_argument('--stage', default='finetune', choices=STAGES,
                         help="the stage whose network to export: finetune (the baked sparse network, the default) or, "
                              "for a dense run, pretrain")
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output folder')
@@ -101,15 +101,12 @@ def deploy(args: argparse.Namespace, run: TrainRun) -> None:
 def main() -> None:
     args = parse_args()
     run = TrainRun(args.run)
-    if args.stage not in STAGES:
-        raise HubError(f'--stage {args.stage!r}: give one of {list(STAGES)} (finetune for a sparse network, pretrain '
-                       'for a dense one)')
     run.inference_args(args.stage)  # a clear error unless the stage is complete
     if args.deploy:
         deploy(args, run)
         return
-    baked = run.inference_weights(args.stage)
-    summaries = run.summaries()[:[s.stage for s in run.summaries()].index(args.stage) + 1]
+    baked, summaries = run.inference_weights(args.stage), run.summaries()
+    summaries = summaries[:[s.stage for s in summaries].index(args.stage) + 1]  # the stages that made its network
     final = summaries[-1]
     check_repo_id(args.hub_id)
     evaluation = read_evaluation(args.evaluation, baked)

@@ -99,10 +99,8 @@ class TrainConfig(RunConfig):
         if self.alternate_flip and not (self.hflip and self.data_format == 'tensor'):
             raise ValueError('alternate_flip alternates the flips of the tensor data path: it needs hflip true and '
                              'data_format tensor')
-        sizes = self.pretrain_image_sizes = [int(size) for size in self.pretrain_image_sizes]
-        if len(sizes) > self.pretrain_epochs or any(size < 8 for size in sizes):
-            raise ValueError(f'pretrain_image_sizes gives the side (>= 8 px) of some of the {self.pretrain_epochs} '
-                             f'pretrain epochs (the rest train at full size), got {sizes}')
+        self.pretrain_image_sizes = [int(size) for size in self.pretrain_image_sizes]
+        self.stage('pretrain')  # the Stage record checks its image sizes against its epochs
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f'distill_weight must be in [0, 1], got {self.distill_weight}')
         if self.distill_temperature <= 0:
