@@ -32,7 +32,7 @@ from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha25
 from .layers import bake
 
 __all__ = ['HubError', 'CardError', 'card_repo_id', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
-           'check_folder', 'check_repo_id', 'read_json', 'REQUIRED_FILES']
+           'check_folder', 'check_repo_id', 'read_json', 'bundle_weights', 'bundled_file', 'REQUIRED_FILES']
 
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
 REPOSITORY = 'https://github.com/prdarts-timm/prdarts-timm'  # also pyproject.toml's [project.urls]
@@ -309,6 +309,13 @@ def check_folder(folder: Union[str, os.PathLike]) -> List[Path]:
     return sorted(p for p in folder.rglob('*') if p.is_file() and not p.name.startswith('.'))
 
 
+def bundled_file(folder: Union[str, os.PathLike]) -> Path:
+    """The file of an exported ``folder`` that a checkout bundles: the compact ``model.sparse.safetensors`` of a
+    sparse tag, else ``model.safetensors`` (a dense tag, e.g. ``dense_cifar10``)."""
+    compact = Path(folder) / 'model.sparse.safetensors'
+    return compact if compact.is_file() else Path(folder) / 'model.safetensors'
+
+
 def bundle_weights(folder: Union[str, os.PathLike], name: str, hub_id: str,
                    weights_dir: Union[str, os.PathLike]) -> Dict[str, str]:
     """Make the exported ``folder`` the weights a source checkout carries for tag ``name`` (``model.tag``): its
@@ -322,8 +329,7 @@ def bundle_weights(folder: Union[str, os.PathLike], name: str, hub_id: str,
     if '.' not in name or name not in timm.list_models(name.split('.')[0], include_tags=True):
         raise HubError(f'{name!r} is not a registered model.tag: add the tag to the model family\'s default_cfgs '
                        'first (e.g. prdarts_c10_micro.sp99_cifar10)')
-    source = folder / 'model.sparse.safetensors'
-    source = source if source.is_file() else folder / 'model.safetensors'
+    source = bundled_file(folder)
     file = f'{name}.{"sparse." if source.name.startswith("model.sparse") else ""}safetensors'
     atomic_write(weights_dir / file, lambda tmp: shutil.copyfile(source, tmp))
     index_path = weights_dir / 'index.json'
