@@ -102,13 +102,18 @@ def evaluate(run: Dict[str, Any], args: argparse.Namespace, stage: str) -> Dict[
     return json.loads(report.read_text())
 
 
-def curve(summary) -> List[Dict[str, Any]]:
-    """(epoch, CPU-minutes at its end, top-1) of a stage; a run without per-epoch times spreads its total."""
-    history, points = summary.history, []
-    for i, record in enumerate(history):
-        spread = record.get('cpu_seconds') is None
-        cpu = summary.cpu_seconds * (i + 1) / len(history) if spread else record['cpu_seconds']
-        points.append(dict(epoch=i + 1, cpu_minutes=round(cpu / 60, 2), top1=record['top1'], spread=spread))
+def curve(summaries: List[Any]) -> List[Dict[str, Any]]:
+    """(stage, epoch, CPU-minutes at its end, top-1) of a run's stages in order, each stage's CPU time counted on
+    top of the stages before it; a stage without per-epoch times spreads its total."""
+    points, before = [], 0.0
+    for summary in summaries:
+        history = summary.history
+        for i, record in enumerate(history):
+            spread = record.get('cpu_seconds') is None
+            cpu = summary.cpu_seconds * (i + 1) / len(history) if spread else record['cpu_seconds']
+            points.append(dict(stage=summary.stage, epoch=len(points) + 1, cpu_minutes=round((before + cpu) / 60, 2),
+                               top1=record['top1'], spread=spread))
+        before += summary.cpu_seconds
     return points
 
 
@@ -152,13 +157,14 @@ def main() -> None:
     for run in args.run:
         train(run, args)
         folder = TrainRun(Path(args.output) / run['name'])
-        last = [s for s in STAGES if s in args.stages][-1]
-        summary = folder.read_summary(last)
-        final = None if args.no_final_eval else evaluate(run, args, last)
-        results.append(dict(name=run['name'], config=run['config'], extra=run['extra'], stage=last,
-                            epochs=len(summary.history), cpu_minutes=round(summary.cpu_seconds / 60, 2),
-                            wall_minutes=round(summary.seconds / 60, 2), hardware=summary.hardware,
-                            command=summary.command, curve=curve(summary),
+        stages = [s for s in STAGES if s in args.stages]  # all of them count: a prune + finetune run costs both
+        summaries = [folder.read_summary(stage) for stage in stages]
+        final = None if args.no_final_eval else evaluate(run, args, stages[-1])
+        results.append(dict(name=run['name'], config=run['config'], extra=run['extra'], stages=stages,
+                            epochs=sum(len(s.history) for s in summaries),
+                            cpu_minutes=round(sum(s.cpu_seconds for s in summaries) / 60, 2),
+                            wall_minutes=round(sum(s.seconds for s in summaries) / 60, 2),
+                            hardware=summaries[-1].hardware, command=summaries[-1].command, curve=curve(summaries),
                             final_top1=final['top1'] if final else None))
     lines = ['| run | epochs | CPU-minutes | wall minutes | top-1, last epoch (eval subset) | top-1, full test split |',
              '|---|---|---|---|---|---|']

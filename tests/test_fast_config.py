@@ -33,9 +33,15 @@ def test_fast_config_three_stages_and_the_report(tmp_path):
     (fast,) = report['runs']
     evaluation = json.loads((run / 'eval_finetune.json').read_text())
     assert fast['final_top1'] == evaluation['top1'] and evaluation['dataset']['num_evaluated'] == 1000
-    assert [p['epoch'] for p in fast['curve']] == [1, 2, 3] and not any(p['spread'] for p in fast['curve'])
+    # every reported stage counts: 2 pretrain + 1 prune + 3 finetune epochs, CPU time adding up across the stages
+    assert [p['stage'] for p in fast['curve']] == ['pretrain'] * 2 + ['prune'] + ['finetune'] * 3
+    assert [p['epoch'] for p in fast['curve']] == [1, 2, 3, 4, 5, 6] and not any(p['spread'] for p in fast['curve'])
+    minutes = [p['cpu_minutes'] for p in fast['curve']]
+    stages_cpu = sum(json.loads((run / s / 'summary.json').read_text())['cpu_seconds']
+                     for s in ('pretrain', 'prune', 'finetune'))
+    assert minutes == sorted(minutes) and fast['cpu_minutes'] == round(stages_cpu / 60, 2) >= minutes[-1]
     assert (tmp_path / 'report' / 'accuracy_per_cpu_minute.png').stat().st_size > 10_000
-    assert '| fast | 3 |' in (tmp_path / 'report' / 'table.md').read_text()
+    assert '| fast | 6 |' in (tmp_path / 'report' / 'table.md').read_text()
 
 
 def test_bench_recipe_keeps_a_list_value_whole():
