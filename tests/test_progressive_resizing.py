@@ -53,8 +53,8 @@ def test_a_low_resolution_epoch_trains_on_smaller_images(tmp_path):
     weights = {name: load_file(runs[name] / 'pretrain' / 'model.safetensors') for name in ('plain', 'full', 'small')}
     assert all(torch.equal(weights['plain'][k], v) for k, v in weights['full'].items())
     assert not all(torch.equal(weights['plain'][k], v) for k, v in weights['small'].items())
-    history = json.loads((runs['small'] / 'pretrain' / 'summary.json').read_text())['history']
-    assert [record['image_size'] for record in history] == [16, 32]
     summary = json.loads((runs['small'] / 'pretrain' / 'summary.json').read_text())
+    history = summary['history']
+    assert [record['image_size'] for record in history] == [16, 32]
     assert [record['hardware'] for record in history] == [summary['hardware']] * 2  # each epoch names its machine
     assert 'image_size' not in json.loads((runs['plain'] / 'pretrain' / 'summary.json').read_text())['history'][0]
