@@ -128,6 +128,7 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         image_size='x'.join(map(str, evaluation['input_size'][1:])) if evaluation.get('input_size') else None,
         channels=arch.get('C'), layers=arch.get('layers'),
         genotype=json.dumps(arch['genotype'], separators=(',', ':')) if arch.get('genotype') else None,
+        cell=_cell(arch['genotype']) if arch.get('genotype') else None,
         markdown_header=evaluation.get('markdown_header'), markdown_row=evaluation.get('markdown_row'),
         cpu=latency.get('cpu'), threads=latency.get('threads'),
         latency_b1_ms=fmt(get(latency, 'batch_1', 'median_ms'), '.2f'),
@@ -139,6 +140,16 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         introduction=_introduction(summary.get('pruning') or {}, sparsity),
         more_evaluations=''.join(_more_evaluation_line(e) for e in more_evaluations),
     )
+
+
+def _cell(genotype: Mapping[str, Any]) -> str:
+    """The card's line on which cell the network holds: the genotype's name and what it was searched for (a tag
+    trained at another sparsity than its cell was searched for says so by this line beside its own sparsity)."""
+    name = genotype.get('name')
+    if not name:
+        return 'a cell without a name: the genotype below'
+    description = genotype.get('description')
+    return f'`{name}`' + (f': {description}' if description else '')
 
 
 def _stage_budget(stage: Mapping[str, Any]) -> str:

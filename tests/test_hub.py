@@ -253,6 +253,7 @@ def test_card_renders_only_with_every_value(exported):
     assert 'a separate tool and run' in card  # which latency this is
     assert parsed.data.eval_results[0].metric_value == 12.5
     assert "per layer, the paper's (HYDRA): every pruned layer keeps the top 0.1" in card
+    assert '- **Cell:** `searched_in_a_test`: ' in card  # which cell it holds, by name
     assert '- Budget: finetune: 1 epoch(s), 2 steps of 8 images, 1 s, 1.5 CPU-minutes (test CPU)\n' in card
     assert 'prdarts_c10_mini.sp90_custom' in card and 'hf-hub:' + HUB_ID in card and '$' not in card.split('```bibtex')[0]
     evaluation = evaluation_for(model)
@@ -268,6 +269,15 @@ def test_card_renders_only_with_every_value(exported):
         check_card(card.replace('library_name: timm', 'library_name: transformers'))
     with pytest.raises(CardError, match='metadata is invalid'):
         check_card(card.replace('value: 12.50', 'value: [unclosed'))
+
+
+def test_card_names_the_cell_and_what_it_was_searched_for():
+    """A flagship tag at 90% holds the cell searched for 99% (issue 28): its card says so in words."""
+    cell = card_values('x.y', HUB_ID, {}, {}, timm.create_model('prdarts_c10_micro'))['cell']
+    assert cell.startswith('`PRDARTS_99`: PR-DARTS (DASS) three-phase search at 99% sparsity')
+    unnamed = {k: v for k, v in get_genotype('darts_v2').to_dict().items() if k not in ('name', 'description')}
+    model = timm.create_model('prdarts_c10_mini', C=4, layers=3, genotype=unnamed)
+    assert card_values('x.y', HUB_ID, {}, {}, model)['cell'] == 'a cell without a name: the genotype below'
 
 
 def test_bad_input(exported, tmp_path):
