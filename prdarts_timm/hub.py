@@ -112,6 +112,7 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
     arch = getattr(model, 'arch_args', None) or {}
     history = summary.get('history') or []
     budget = '; '.join(_stage_budget(s) for s in summary.get('stages') or ()) or None
+    schedules = [s.get('schedule') for s in summary.get('stages') or ()]
     return dict(
         name=name, hub_id=hub_id, architecture=name.split('.')[0], repository=REPOSITORY,
         dataset_name=get(evaluation, 'dataset', 'description') and (
@@ -135,6 +136,7 @@ def card_values(name: str, hub_id: str, evaluation: Mapping[str, Any], summary: 
         latency_b64_ms=fmt(get(latency, 'batch_64', 'median_ms'), '.2f'),
         eval_command=env.get('command'), torch_version=env.get('torch'), timm_version=env.get('timm'),
         prdarts_version=env.get('prdarts_timm'), train_command=_commands(summary), train_budget=budget,
+        train_schedule=''.join(f'\n  - {s}' for s in schedules) if schedules and all(schedules) else None,
         last_top1=history[-1].get('top1') if history else None,
         allocation=_allocation(summary.get('pruning') or {}),
         introduction=_introduction(summary.get('pruning') or {}, sparsity),
@@ -150,6 +152,38 @@ def _cell(genotype: Mapping[str, Any]) -> str:
         return 'a cell without a name: the genotype below'
     description = genotype.get('description')
     return f'`{name}`' + (f': {description}' if description else '')
+
+
+def stage_schedule(stage: str, epochs: int, global_batch: int, history: Sequence[Mapping[str, Any]],
+                   config: Any) -> str:
+    """One stage's line of the card's schedule: its epochs, batch and image sizes (as its ``history`` records them),
+    optimizer, learning rate and schedule, and what else its run's ``config`` (a ``TrainConfig``) turned on."""
+    parts = [f'{stage}: {epochs} epoch(s) of {global_batch} images a step']
+    sizes = [record.get('image_size') for record in history]
+    if len(set(sizes)) > 1 and None not in sizes:  # progressive resizing: each side with its epochs
+        spans: List[List[int]] = []
+        for epoch, size in enumerate(sizes, 1):
+            if spans and spans[-1][0] == size:
+                spans[-1][2] = epoch
+            else:
+                spans.append([size, epoch, epoch])
+        parts[0] += ', ' + ', '.join(f'{size} px (epoch{"s" if a != b else ""} {a}{f"-{b}" if a != b else ""})'
+                                     for size, a, b in spans)
+    warmup = f' after {config.warmup_epochs} warm-up epoch(s)' if config.warmup_epochs else ''
+    parts.append(f'optimizer `{config.opt}` (momentum {config.momentum:g}), lr {getattr(config, f"{stage}_lr"):g} '
+                 f'`{config.sched}` to {config.min_lr:g}{warmup}, weight decay {config.weight_decay:g}')
+    extras = [f'{name.replace("_", " ")} {getattr(config, name):g}' for name in (
+        'label_smoothing', 'auxiliary_weight', 'drop_path_rate', 'cutout', 'mixup', 'cutmix', 'grad_clip')
+        if getattr(config, name)]
+    augment = (f'random crop (padding {config.crop_padding})' if config.crop_padding else 'no random crop') + (
+        ', flips alternated per epoch' if config.alternate_flip else ', random flips' if config.hflip else '')
+    extras.append(augment)
+    if config.model_ema:
+        extras.append(f'EMA of the weights (decay {config.model_ema_decay:g})')
+    if config.distill_from:
+        extras.append(f'distilled from `{config.distill_from}` (weight {config.distill_weight:g}, temperature '
+                      f'{config.distill_temperature:g})')
+    return '; '.join(parts + extras)
 
 
 def _stage_budget(stage: Mapping[str, Any]) -> str:

@@ -189,16 +189,20 @@ class TrainRun:
     def summaries(self) -> List[StageSummary]:
         """Every complete stage's summary, in order, preceded by those of the run its first stage started from
         (``source``): a run that pruned and fine-tuned a dense run lists the dense run's pretrain first."""
-        summaries = [self.read_summary(s) for s in STAGES if self.is_complete(s)]
-        while summaries and summaries[0].source and summaries[0].source != 'pretrained':
-            path = Path(summaries[0].source).parent / 'summary.json'
+        return [summary for summary, _ in self.summaries_and_runs()]
+
+    def summaries_and_runs(self) -> List[Tuple[StageSummary, 'TrainRun']]:
+        """:meth:`summaries`, each with the run folder that holds it (its config is that stage's)."""
+        records = [(self.read_summary(s), self) for s in STAGES if self.is_complete(s)]
+        while records and records[0][0].source and records[0][0].source != 'pretrained':
+            path = Path(records[0][0].source).parent / 'summary.json'
             if not path.is_file():
                 break  # the source run is gone (or was never a run folder): the run's own stages only
             earlier = StageSummary.read(path)
-            if STAGES.index(earlier.stage) >= STAGES.index(summaries[0].stage):
+            if STAGES.index(earlier.stage) >= STAGES.index(records[0][0].stage):
                 break
-            summaries.insert(0, earlier)
-        return summaries
+            records.insert(0, (earlier, TrainRun(path.parent.parent)))
+        return records
 
     def inference_weights(self, stage: str) -> Path:
         """The file of ``stage``'s network as it infers: the baked network of a stage that bakes it, else its

@@ -37,10 +37,11 @@ from prdarts_timm import bake
 from prdarts_timm.cli import run_main
 from prdarts_timm.deploy import deploy_folder
 from prdarts_timm.hub import (
-    HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card,
+    HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card, stage_schedule,
 )
 from prdarts_timm.io import file_sha256
-from prdarts_timm.retrain import STAGES
+from prdarts_timm.config import load_config
+from prdarts_timm.retrain import STAGES, TrainConfig
 from prdarts_timm.run_folder import TrainRun, chain_commands
 from prdarts_timm.stage import learns_mask
 from prdarts_timm.training import input_size
@@ -105,8 +106,9 @@ def main() -> None:
     if args.deploy:
         deploy(args, run)
         return
-    baked, summaries = run.inference_weights(args.stage), run.summaries()
-    summaries = summaries[:[s.stage for s in summaries].index(args.stage) + 1]  # the stages that made its network
+    baked, records = run.inference_weights(args.stage), run.summaries_and_runs()
+    records = records[:[s.stage for s, _ in records].index(args.stage) + 1]  # the stages that made its network
+    summaries = [s for s, _ in records]
     final = summaries[-1]
     check_repo_id(args.hub_id)
     evaluation = read_evaluation(args.evaluation, baked)
@@ -117,8 +119,10 @@ def main() -> None:
     model = run.load_inference_network(args.stage)
 
     summary = dict(stages=[dict(stage=s.stage, epochs=s.epochs, steps=s.steps, global_batch=s.global_batch,
-                                seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware_segments())
-                         for s in summaries],
+                                seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware_segments(),
+                                schedule=stage_schedule(s.stage, s.epochs, s.global_batch, s.history,
+                                                        load_config(TrainConfig, str(r.config))))
+                         for s, r in records],
                    history=final.history,
                    commands=chain_commands(list(dict.fromkeys(s.command for s in summaries if s.command))))
     prune = next((s for s in summaries if learns_mask(s.stage)), None)  # the stage that chose the mask

@@ -51,7 +51,7 @@ def evaluation_for(model) -> dict:
 
 
 SUMMARY = dict(stages=[dict(stage='finetune', epochs=1, steps=2, global_batch=8, seconds=1.0, cpu_seconds=90.0,
-                            hardware='test CPU')],
+                            hardware='test CPU', schedule='finetune: 1 epoch(s) of 8 images a step')],
                command='accelerate launch recipes/train.py ...', pruning=dict(k=0.1, global_k=False))
 
 
@@ -278,6 +278,23 @@ def test_card_names_the_cell_and_what_it_was_searched_for():
     unnamed = {k: v for k, v in get_genotype('darts_v2').to_dict().items() if k not in ('name', 'description')}
     model = timm.create_model('prdarts_c10_mini', C=4, layers=3, genotype=unnamed)
     assert card_values('x.y', HUB_ID, {}, {}, model)['cell'] == 'a cell without a name: the genotype below'
+
+
+def test_stage_schedule_line():
+    """The card's schedule of a stage: progressive image sizes from its curve, the config's optimisation, and
+    distillation where the run had a teacher."""
+    from prdarts_timm.retrain import TrainConfig
+    config = TrainConfig(opt='nesterov', pretrain_lr=0.1, warmup_epochs=1, label_smoothing=0.1, crop_padding=2,
+                         data_format='tensor', alternate_flip=True, distill_from='runs/dense/pretrain', cutout=0,
+                         auxiliary_weight=0.0)
+    history = [dict(image_size=16), dict(image_size=16), dict(image_size=24), dict(image_size=32)]
+    line = prdarts_timm.hub.stage_schedule('pretrain', 4, 128, history, config)
+    assert line.startswith('pretrain: 4 epoch(s) of 128 images a step, 16 px (epochs 1-2), 24 px (epoch 3), '
+                           '32 px (epoch 4); optimizer `nesterov` (momentum 0.9), lr 0.1 `cosine` to 0 after 1 '
+                           'warm-up epoch(s), weight decay 0.0003; label smoothing 0.1; grad clip 5; random crop '
+                           '(padding 2), flips alternated per epoch; distilled from `runs/dense/pretrain` (weight 0.5, '
+                           'temperature 4)')
+    assert 'px' not in prdarts_timm.hub.stage_schedule('finetune', 2, 8, [dict(image_size=32)] * 2, config)
 
 
 def test_bad_input(exported, tmp_path):

@@ -205,6 +205,8 @@ def test_evaluate_export_and_dry_run_push(runs, tmp_path):
     data = json.loads(evaluation.read_text())
     assert f'value: {data["top1"]:.2f}' in card and data['markdown_row'] in card
     assert 'pretrain: 2 epoch(s), 6 steps of 8 images' in card
+    assert '\n  - pretrain: 2 epoch(s) of 8 images a step; optimizer `' in card  # each stage's schedule, its config's
+    assert 'drop path rate 0.2' in card and '\n  - finetune: ' in card
     assert "- **Sparsity allocation:** per layer, the paper's (HYDRA)" in card  # the prune stage's k, global_k
     again = subprocess.run([sys.executable, *steps[1]], cwd=ROOT, env=ENV, capture_output=True, text=True,
                            timeout=300)

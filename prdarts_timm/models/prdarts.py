@@ -472,7 +472,10 @@ def _verify_bundled(file: str) -> None:
 
 
 default_cfgs = generate_default_cfgs({name: dict(cfg, **_weights(name)) for name, cfg in {
-    'prdarts_c10.sp99_cifar10': _cfg(),
+    'prdarts_c10.sp99_cifar10': _cfg(),  # first: what prdarts_c10 with pretrained=True loads (the paper's setting)
+    'prdarts_c10.sp95_cifar10': _cfg(),
+    'prdarts_c10.sp90_cifar10': _cfg(),
+    'prdarts_c10.dense_cifar10': _cfg(),  # the sparse tags' dense parent: a teacher and a reference
     'prdarts_c10_tiny.sp99_cifar10': _cfg(),
     'prdarts_c10_medium.sp99_cifar10': _cfg(),
     'prdarts_c10_large.sp99_cifar10': _cfg(),
