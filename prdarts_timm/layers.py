@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .depthwise import depthwise_conv2d, takes_fast_backward
 from .errors import DeployError
 
 __all__ = [
@@ -289,6 +290,9 @@ class PrunedConv2d(PrunedLayer, nn.Conv2d):
         self._init_pruning()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript skips this block (the faster backward is a Python Function)
+            if takes_fast_backward(self, x):
+                return depthwise_conv2d(x, self.pruned_weight(), self.padding, self.dilation)
         return self._conv_forward(x, self.pruned_weight(), self.bias)
 
     @classmethod

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import prdarts_timm.depthwise
 import prdarts_timm.layers as layers_mod
 from prdarts_timm import (
     PrunedConv2d, PrunedLinear, bake, convert_to_pruned, count_params, init_scores_scaled, kept_count,
@@ -99,6 +100,51 @@ def test_conv_straight_through_gradients(kwargs):
     (layer._conv_forward(x, w_hat, None) * r).sum().backward()
     expected = torch.sign(layer.scores.detach()) * layer.weight.detach() * w_hat.grad
     assert torch.allclose(layer.scores.grad, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize('kernel,dilation,padding', [(5, 2, 4), (3, 1, 1), (3, 2, 2), (5, 1, 0), (3, 1, 2)])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_depthwise_fast_backward_equals_aten(kernel, dilation, padding, channels_last):
+    """A stride-1 depthwise conv on the CPU trains through prdarts_timm.depthwise (input gradient as a conv of the
+    flipped kernel): the same forward and the same gradients as aten's, up to float rounding."""
+    from prdarts_timm.depthwise import takes_fast_backward
+    torch.manual_seed(0)
+    layer = PrunedConv2d(6, 6, kernel, padding=padding, dilation=dilation, groups=6, bias=False)
+    x = torch.randn(3, 6, 11, 10)
+    if channels_last:
+        layer, x = layer.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    assert takes_fast_backward(layer, x)
+    out = layer(x)
+    r = torch.randn_like(out)
+    grad_x, grad_w = torch.autograd.grad((out * r).sum(), [x, layer.weight])
+    reference = F.conv2d(x, layer.weight, padding=padding, dilation=dilation, groups=6)  # aten's backward
+    ref_x, ref_w = torch.autograd.grad((reference * r).sum(), [x, layer.weight])
+    assert torch.equal(out, reference)
+    torch.testing.assert_close(grad_x, ref_x)
+    torch.testing.assert_close(grad_w, ref_w)
+    small = (torch.randn(1, 2, 6, 7, dtype=torch.double, requires_grad=True),
+             torch.randn(2, 1, kernel, kernel, dtype=torch.double, requires_grad=True))
+    conv = lambda a, b: prdarts_timm.depthwise.depthwise_conv2d(a, b, (padding,) * 2, (dilation,) * 2)
+    assert torch.autograd.gradcheck(conv, small) and torch.autograd.gradgradcheck(conv, small)  # the search's
+    # second-order step differentiates through the backward
+
+
+def test_depthwise_fast_backward_only_where_it_is_the_same_conv():
+    from prdarts_timm.depthwise import takes_fast_backward
+    x = torch.randn(2, 6, 8, 8)
+    depthwise = PrunedConv2d(6, 6, 3, padding=1, groups=6, bias=False)
+    assert takes_fast_backward(depthwise, x)
+    assert not takes_fast_backward(PrunedConv2d(6, 6, 3, stride=2, padding=1, groups=6, bias=False), x)
+    assert not takes_fast_backward(PrunedConv2d(6, 6, 3, padding=1, groups=6, bias=True), x)
+    assert not takes_fast_backward(PrunedConv2d(6, 12, 3, padding=1, groups=6, bias=False), x)  # a multiplier
+    assert not takes_fast_backward(PrunedConv2d(6, 6, 3, padding=1, bias=False), x)
+    assert not takes_fast_backward(PrunedConv2d(6, 6, 3, padding=3, groups=6, bias=False), x)  # past its reach
+    assert not takes_fast_backward(depthwise, x.double())
+    with torch.no_grad():
+        assert not takes_fast_backward(depthwise, x)  # inference: aten's forward, nothing saved for a backward
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not takes_fast_backward(depthwise, x)
 
 
 def test_dense_mode_is_plain_conv():
