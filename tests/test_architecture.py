@@ -19,7 +19,7 @@ LAZY_ALLOWED = {'onnx', 'onnxruntime', 'matplotlib', 'tensorboard'}
 # bottom first; a module (or package) belongs to the first layer that names it or a package above it
 LAYERS = [
     ('bottom', ['errors', 'io', 'distributed', 'cifar', 'cpu_allocator']),
-    ('maths', ['layers', 'ops', 'genotypes', 'pruning', 'profile', 'stage']),
+    ('maths', ['depthwise', 'layers', 'ops', 'genotypes', 'pruning', 'profile', 'stage']),
     ('models', ['models', 'checkpoint', 'builder']),
     ('data and configs', ['data', 'tensor_data', 'synthetic_data', 'config']),
     ('search / retraining', ['search', 'retrain']),
