@@ -30,9 +30,10 @@ from .checkpoint import encode_sparse, read_state_dict, save_safetensors
 from .errors import CardError, CheckpointError, HubError
 from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256, read_json_object
 from .layers import bake
+from .run_folder import epoch_spans
 
 __all__ = ['HubError', 'CardError', 'card_repo_id', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
-           'check_folder', 'check_repo_id', 'read_json', 'bundle_weights', 'bundled_file', 'REQUIRED_FILES']
+           'check_folder', 'check_repo_id', 'read_json', 'bundle_weights', 'bundled_file', 'stage_schedule', 'REQUIRED_FILES']
 
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
 REPOSITORY = 'https://github.com/prdarts-timm/prdarts-timm'  # also pyproject.toml's [project.urls]
@@ -161,14 +162,7 @@ def stage_schedule(stage: str, epochs: int, global_batch: int, history: Sequence
     parts = [f'{stage}: {epochs} epoch(s) of {global_batch} images a step']
     sizes = [record.get('image_size') for record in history]
     if len(set(sizes)) > 1 and None not in sizes:  # progressive resizing: each side with its epochs
-        spans: List[List[int]] = []
-        for epoch, size in enumerate(sizes, 1):
-            if spans and spans[-1][0] == size:
-                spans[-1][2] = epoch
-            else:
-                spans.append([size, epoch, epoch])
-        parts[0] += ', ' + ', '.join(f'{size} px (epoch{"s" if a != b else ""} {a}{f"-{b}" if a != b else ""})'
-                                     for size, a, b in spans)
+        parts[0] += ', ' + ', '.join(f'{size} px ({epochs})' for size, epochs in epoch_spans(sizes))
     warmup = f' after {config.warmup_epochs} warm-up epoch(s)' if config.warmup_epochs else ''
     parts.append(f'optimizer `{config.opt}` (momentum {config.momentum:g}), lr {getattr(config, f"{stage}_lr"):g} '
                  f'`{config.sched}` to {config.min_lr:g}{warmup}, weight decay {config.weight_decay:g}')

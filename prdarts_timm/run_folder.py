@@ -125,14 +125,7 @@ class StageSummary:
         machines = [record.get('hardware') for record in self.history]
         if len(set(machines)) <= 1 and (not machines or machines[0] in (None, self.hardware)):
             return self.hardware
-        spans: List[List[Any]] = []  # [machine, first epoch, last epoch], 1-based
-        for epoch, machine in enumerate(machines, 1):
-            if spans and spans[-1][0] == machine:
-                spans[-1][2] = epoch
-            else:
-                spans.append([machine, epoch, epoch])
-        return '; '.join(f'{machine or "not recorded"} (epoch{"s" if a != b else ""} {a}{f"-{b}" if a != b else ""})'
-                         for machine, a, b in spans)
+        return '; '.join(f'{machine or "not recorded"} ({epochs})' for machine, epochs in epoch_spans(machines))
 
     @classmethod
     def read(cls, path: Path) -> 'StageSummary':
@@ -274,6 +267,19 @@ class SearchRun:
         """``config.yaml`` and ``launch.json`` of a new run."""
         atomic_write_text(self.config, config_to_yaml(config))
         launch.write(self.launch)
+
+
+def epoch_spans(values: Sequence[Any]) -> List[Tuple[Any, str]]:
+    """Each run of equal consecutive per-epoch ``values`` with its epochs (1-based), e.g. ``[16, 16, 32]`` ->
+    ``[(16, 'epochs 1-2'), (32, 'epoch 3')]``: the machines a resumed stage trained on, the image sides of a
+    progressive one."""
+    spans: List[List[Any]] = []  # [value, first epoch, last epoch]
+    for epoch, value in enumerate(values, 1):
+        if spans and spans[-1][0] == value:
+            spans[-1][2] = epoch
+        else:
+            spans.append([value, epoch, epoch])
+    return [(value, f'epoch {a}' if a == b else f'epochs {a}-{b}') for value, a, b in spans]
 
 
 def _option(args: List[str], name: str) -> Optional[int]:

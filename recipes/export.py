@@ -35,12 +35,12 @@ from typing import Any, Dict
 import prdarts_timm  # noqa: F401  (registers the models)
 from prdarts_timm import bake
 from prdarts_timm.cli import run_main
+from prdarts_timm.config import load_config
 from prdarts_timm.deploy import deploy_folder
 from prdarts_timm.hub import (
     HubError, bundle_weights, card_values, check_repo_id, export_folder, read_json, render_card, stage_schedule,
 )
 from prdarts_timm.io import file_sha256
-from prdarts_timm.config import load_config
 from prdarts_timm.retrain import STAGES, TrainConfig
 from prdarts_timm.run_folder import TrainRun, chain_commands
 from prdarts_timm.stage import learns_mask
