@@ -14,8 +14,9 @@ train() {
   local resume=()
   [ -f "$out/config.yaml" ] && resume=(--resume)
   echo "[$name] $(date -u +%FT%TZ) train -> $out"
+  if [ ${#resume[@]} = 0 ]; then : > "$out.log"; fi  # a resumed run's log keeps its earlier segments' lines
   "${LAUNCH[@]}" recipes/train.py --cpu --config "$CONFIG" --output "$out" --data_root "$DATA" "${resume[@]}" "$@" \
-    > "$out.log" 2>&1
+    >> "$out.log" 2>&1
 }
 
 # evaluate NAME CHECKPOINT JSON ARGS...: recipes/evaluate.py on the whole test split unless JSON exists
