@@ -30,7 +30,7 @@ from .checkpoint import encode_sparse, read_state_dict, save_safetensors
 from .errors import CardError, CheckpointError, HubError
 from .io import atomic_write, atomic_write_folder, atomic_write_json, file_sha256, read_json_object
 from .layers import bake
-from .run_folder import epoch_spans
+from .run_folder import StageSummary, epoch_spans
 
 __all__ = ['HubError', 'CardError', 'card_repo_id', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
            'check_folder', 'check_repo_id', 'read_json', 'bundle_weights', 'bundled_file', 'stage_schedule', 'REQUIRED_FILES']
@@ -155,12 +155,13 @@ def _cell(genotype: Mapping[str, Any]) -> str:
     return f'`{name}`' + (f': {description}' if description else '')
 
 
-def stage_schedule(stage: str, epochs: int, global_batch: int, history: Sequence[Mapping[str, Any]],
-                   config: Any) -> str:
-    """One stage's line of the card's schedule: its epochs, batch and image sizes (as its ``history`` records them),
-    optimizer, learning rate and schedule, and what else its run's ``config`` (a ``TrainConfig``) turned on."""
-    parts = [f'{stage}: {epochs} epoch(s) of {global_batch} images a step']
-    sizes = [record.get('image_size') for record in history]
+def stage_schedule(summary: StageSummary, config: Any) -> str:
+    """One stage's line of the card's schedule: its epochs, batch and image sizes (as its ``summary``'s history
+    records them), optimizer, learning rate and schedule, and what else its run's ``config`` (a ``TrainConfig``)
+    turned on."""
+    stage = summary.stage
+    parts = [f'{stage}: {summary.epochs} epoch(s) of {summary.global_batch} images a step']
+    sizes = [record.get('image_size') for record in summary.history]
     if len(set(sizes)) > 1 and None not in sizes:  # progressive resizing: each side with its epochs
         parts[0] += ', ' + ', '.join(f'{size} px ({epochs})' for size, epochs in epoch_spans(sizes))
     warmup = f' after {config.warmup_epochs} warm-up epoch(s)' if config.warmup_epochs else ''

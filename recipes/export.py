@@ -118,10 +118,10 @@ def main() -> None:
         raise HubError(f'--name {args.name} names {architecture}, but the run trained {final.model}')
     model = run.load_inference_network(args.stage)
 
+    configs = {r.root: load_config(TrainConfig, str(r.config)) for _, r in records}  # each run's, read once
     summary = dict(stages=[dict(stage=s.stage, epochs=s.epochs, steps=s.steps, global_batch=s.global_batch,
                                 seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware_segments(),
-                                schedule=stage_schedule(s.stage, s.epochs, s.global_batch, s.history,
-                                                        load_config(TrainConfig, str(r.config))))
+                                schedule=stage_schedule(s, configs[r.root]))
                          for s, r in records],
                    history=final.history,
                    commands=chain_commands(list(dict.fromkeys(s.command for s in summaries if s.command))))

@@ -21,6 +21,7 @@ from prdarts_timm.hub import (
     REPOSITORY, CardError, HubError, card_values, check_card, check_folder, check_repo_id, export_folder,
     render_card,
 )
+from prdarts_timm.run_folder import StageSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD_TEMPLATE = ROOT / 'hub_cards' / 'prdarts.md'
@@ -288,13 +289,14 @@ def test_stage_schedule_line():
                          data_format='tensor', alternate_flip=True, distill_from='runs/dense/pretrain', cutout=0,
                          auxiliary_weight=0.0)
     history = [dict(image_size=16), dict(image_size=16), dict(image_size=24), dict(image_size=32)]
-    line = prdarts_timm.hub.stage_schedule('pretrain', 4, 128, history, config)
+    line = prdarts_timm.hub.stage_schedule(StageSummary('pretrain', epochs=4, global_batch=128, history=history), config)
     assert line.startswith('pretrain: 4 epoch(s) of 128 images a step, 16 px (epochs 1-2), 24 px (epoch 3), '
                            '32 px (epoch 4); optimizer `nesterov` (momentum 0.9), lr 0.1 `cosine` to 0 after 1 '
                            'warm-up epoch(s), weight decay 0.0003; label smoothing 0.1; grad clip 5; random crop '
                            '(padding 2), flips alternated per epoch; distilled from `runs/dense/pretrain` (weight 0.5, '
                            'temperature 4)')
-    assert 'px' not in prdarts_timm.hub.stage_schedule('finetune', 2, 8, [dict(image_size=32)] * 2, config)
+    finetune = StageSummary('finetune', epochs=2, global_batch=8, history=[dict(image_size=32)] * 2)
+    assert 'px' not in prdarts_timm.hub.stage_schedule(finetune, config)
 
 
 def test_bad_input(exported, tmp_path):
