@@ -5,7 +5,8 @@ is itself a depthwise convolution, of the output gradient with the flipped kerne
 ``dilation * (kernel - 1) - padding``), which as a forward convolution runs 2.4-26x faster than aten's backward
 computes it; the weight's gradient stays aten's (its alternatives were not faster at every size). Measured side
 by side against the commit before it (benchmarks/bench_train.py, batch 128, one thread of an AVX-512 Xeon;
-docs/results.md): a training step of ``prdarts_c10`` 1.08x faster, of ``prdarts_c10_micro`` 1.05x. The results equal aten's up to float rounding (another summation order).
+docs/results.md): a training step of ``prdarts_c10`` 1.08x faster, of ``prdarts_c10_micro`` 1.05x. The results
+equal aten's up to float rounding (another summation order).
 """
 from typing import Tuple
 

@@ -33,7 +33,8 @@ from .layers import bake
 from .run_folder import StageSummary, epoch_spans
 
 __all__ = ['HubError', 'CardError', 'card_repo_id', 'export_args', 'export_folder', 'card_values', 'render_card', 'check_card',
-           'check_folder', 'check_repo_id', 'read_json', 'bundle_weights', 'bundled_file', 'stage_schedule', 'REQUIRED_FILES']
+           'check_folder', 'check_repo_id', 'read_json', 'bundle_weights', 'bundled_file', 'stage_schedule',
+           'REQUIRED_FILES']
 
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'README.md')
 REPOSITORY = 'https://github.com/prdarts-timm/prdarts-timm'  # also pyproject.toml's [project.urls]
