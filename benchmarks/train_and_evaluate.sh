@@ -2,9 +2,10 @@
 # benchmarks/weights_cifar10_cpu/run.sh): train / evaluate one run folder, skipping what is done and resuming
 # what was interrupted. Source it with CONFIG (the recipe config), DATA (the ImageFolder root) and OUT (the
 # folder of all runs) set.
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
-# one process on one thread: plain python with OMP_NUM_THREADS=1 (accelerate's launcher would add nothing for one
-# CPU process, and the recipes read its OMP_NUM_THREADS=1 as the launcher's default, not a request: every core)
+export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1} HF_HUB_OFFLINE=1
+# one process on one thread (THREADS=2: one run with a 2-core machine to itself, e.g. while the other stream waits
+# for it): plain python with OMP_NUM_THREADS (accelerate's launcher would add nothing for one CPU process, and the
+# recipes read the launcher's OMP_NUM_THREADS=1 as its default, not a request: every core)
 LAUNCH=(python)
 
 # train NAME OUTPUT LAST_STAGE ARGS...: run (or resume) recipes/train.py unless LAST_STAGE is complete
