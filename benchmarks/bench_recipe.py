@@ -118,23 +118,26 @@ def curve(summaries: List[Any]) -> List[Dict[str, Any]]:
 
 
 def plot(results: List[Dict[str, Any]], path: Path) -> None:
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(9.6, 4.8))  # one legend entry per run, beside the axes: many runs stay readable
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for result in results:
+    colors = colormaps['tab10' if len(results) <= 10 else 'tab20'].colors  # a colour per run
+    for result, color in zip(results, colors * (len(results) // len(colors) + 1)):
         points = result['curve']
-        line, = ax.plot([p['cpu_minutes'] for p in points], [p['top1'] for p in points], marker='o',
-                        label=f'{result["name"]} (per-epoch eval subset)')
-        if result.get('final_top1') is not None:
-            ax.scatter([points[-1]['cpu_minutes']], [result['final_top1']], marker='*', s=160, color=line.get_color(),
-                       label=f'{result["name"]}: {result["final_top1"]:.2f}% on the full test split', zorder=3)
+        final = result.get('final_top1')
+        label = result['name'] + (f': {final:.2f}% full test split' if final is not None else '')
+        ax.plot([p['cpu_minutes'] for p in points], [p['top1'] for p in points], marker='o', color=color, label=label)
+        if final is not None:
+            ax.scatter([points[-1]['cpu_minutes']], [final], marker='*', s=160, color=color, zorder=3)
     ax.set_xlabel('CPU-minutes (process CPU time, training and per-epoch evaluation)')
     ax.set_ylabel('top-1 (%)')
+    ax.set_title('dots: each epoch (eval subset); star: the full test split', fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc='lower right')
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(str(path), dpi=110)
 
