@@ -12,6 +12,7 @@
 # Re-running continues where it stopped: a finished step is skipped, an interrupted one resumes.
 #
 #   bash benchmarks/flagship_cifar10_cpu/run.sh /path/to/cifar10 [runs/flagship] [a|b|both]
+#   THREADS=2 bash benchmarks/flagship_cifar10_cpu/run.sh /path/to/cifar10 runs/flagship a   # one stream, both cores
 #
 # Then publish each tag with benchmarks/replicate_cifar10_cpu/publish.sh (RUNS = the OUTPUT here).
 set -euo pipefail
