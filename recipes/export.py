@@ -118,7 +118,8 @@ def main() -> None:
         raise HubError(f'--name {args.name} names {architecture}, but the run trained {final.model}')
     model = run.load_inference_network(args.stage)
 
-    configs = {r.root: load_config(TrainConfig, str(r.config)) for _, r in records}  # each run's, read once
+    runs = {r.root: r for _, r in records}  # a run with several stages here (prune, finetune) appears once
+    configs = {root: load_config(TrainConfig, str(r.config)) for root, r in runs.items()}
     summary = dict(stages=[dict(stage=s.stage, epochs=s.epochs, steps=s.steps, global_batch=s.global_batch,
                                 seconds=s.seconds, cpu_seconds=s.cpu_seconds, hardware=s.hardware_segments(),
                                 schedule=stage_schedule(s, configs[r.root]))
