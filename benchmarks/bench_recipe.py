@@ -22,6 +22,7 @@ per-epoch curve from the run's own evaluations (``eval_max_batches`` images of i
 Writes ``<report>/table.md``, ``<report>/accuracy_per_cpu_minute.png`` and ``<report>/results.json``.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -126,7 +127,7 @@ def plot(results: List[Dict[str, Any]], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = colormaps['tab10' if len(results) <= 10 else 'tab20'].colors  # a colour per run
-    for result, color in zip(results, colors * (len(results) // len(colors) + 1)):
+    for result, color in zip(results, itertools.cycle(colors)):
         points = result['curve']
         final = result.get('final_top1')
         label = result['name'] + (f': {final:.2f}% full test split' if final is not None else '')
