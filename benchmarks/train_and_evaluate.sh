@@ -2,7 +2,11 @@
 # benchmarks/weights_cifar10_cpu/run.sh): train / evaluate one run folder, skipping what is done and resuming
 # what was interrupted. Source it with CONFIG (the recipe config), DATA (the ImageFolder root) and OUT (the
 # folder of all runs) set.
-[[ ${THREADS:-1} =~ ^[1-9][0-9]*$ ]] || { echo "THREADS='$THREADS': set it to the torch threads of each run, a whole number >= 1 (e.g. THREADS=2), or leave it unset for 1" >&2; exit 2; }
+if ! [[ ${THREADS:-1} =~ ^[1-9][0-9]*$ ]]; then
+  echo "THREADS='$THREADS': set it to the torch threads of each run, a whole number >= 1 (e.g. THREADS=2), or leave it" \
+    "unset for 1" >&2
+  exit 2
+fi
 export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1} HF_HUB_OFFLINE=1
 # one process on one thread (THREADS=2: one run with a 2-core machine to itself, e.g. while the other stream waits
 # for it): plain python with OMP_NUM_THREADS (accelerate's launcher would add nothing for one CPU process, and the
