@@ -104,13 +104,19 @@ def test_conv_straight_through_gradients(kwargs):
 
 @pytest.mark.parametrize('kernel,dilation,padding', [(5, 2, 4), (3, 1, 1), (3, 2, 2), (5, 1, 0), (3, 1, 2)])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_depthwise_fast_backward_equals_aten(kernel, dilation, padding, channels_last):
+@pytest.mark.parametrize('size', [(11, 10), (6, 7)])  # at 6 x 7 the 5 x 5 kernels reach past the output map
+def test_depthwise_fast_backward_equals_aten(kernel, dilation, padding, channels_last, size, monkeypatch):
     """A stride-1 depthwise conv on the CPU trains through prdarts_timm.depthwise (input gradient as a conv of the
-    flipped kernel): the same forward and the same gradients as aten's, up to float rounding."""
+    flipped kernel; the weight's as plane correlations where the kernel reaches past the output map): the same
+    forward and the same gradients as aten's, up to float rounding."""
     from prdarts_timm.depthwise import takes_fast_backward
+    correlations = []  # the calls of the plane-correlation weight gradient
+    plane_correlation = prdarts_timm.depthwise._weight_grad_by_plane_correlation
+    monkeypatch.setattr(prdarts_timm.depthwise, '_weight_grad_by_plane_correlation',
+                        lambda *a: correlations.append(1) or plane_correlation(*a))
     torch.manual_seed(0)
     layer = PrunedConv2d(6, 6, kernel, padding=padding, dilation=dilation, groups=6, bias=False)
-    x = torch.randn(3, 6, 11, 10)
+    x = torch.randn(3, 6, *size)
     if channels_last:
         layer, x = layer.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
     x.requires_grad_()
@@ -123,6 +129,7 @@ def test_depthwise_fast_backward_equals_aten(kernel, dilation, padding, channels
     assert torch.equal(out, reference)
     torch.testing.assert_close(grad_x, ref_x)
     torch.testing.assert_close(grad_w, ref_w)
+    assert len(correlations) == (dilation * (kernel - 1) + 1 > min(out.shape[2:]))  # that path where it reaches past
     small = (torch.randn(1, 2, 6, 7, dtype=torch.double, requires_grad=True),
              torch.randn(2, 1, kernel, kernel, dtype=torch.double, requires_grad=True))
     conv = lambda a, b: prdarts_timm.depthwise.depthwise_conv2d(a, b, (padding,) * 2, (dilation,) * 2)
