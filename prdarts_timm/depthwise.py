@@ -9,7 +9,7 @@ of an AVX-512 Xeon; docs/results.md): a training step of ``prdarts_c10`` 1.08x f
 
 The weight's gradient stays aten's, except where the kernel reaches past the output map (``dilation * (kernel - 1)
 + 1`` above its height or width: the 5x5 convolutions of dilation 2 on the 8x8 maps of the last cells), where aten
-took 2.5-7x longer than one grouped convolution of each (image, channel) input plane with its output-gradient
+took 1.2-4x longer than one grouped convolution of each (image, channel) input plane with its output-gradient
 plane, strided by the dilation, summed over the images (a ``prdarts_c10`` step 1.03x faster again, side by side);
 on larger maps aten is the faster one. The results equal aten's up to float rounding (another summation order).
 """
