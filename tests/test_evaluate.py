@@ -121,7 +121,7 @@ def runs(baked, tmp_path_factory):
         missing_root=[*TINY_ARGS, '--random_weights', '--data_source', 'imagefolder', '--data_root',
                       str(tmp / 'none'), '--no_latency'],
         no_weights=['--model', 'prdarts_c10_micro.sp99_cifar10', '--no_latency'],
-        tag_without_weights=['--model', 'prdarts_c10.sp99_cifar10', '--pretrained', '--no_latency'],
+        tag_without_weights=['--model', 'prdarts_c10_tiny.sp99_cifar10', '--pretrained', '--no_latency'],
         pretrained=['--model', PUBLISHED, '--pretrained', '--no_latency', '--output', str(tmp / 'pretrained.json')],
     )
     procs = {name: subprocess.Popen([sys.executable, 'recipes/evaluate.py', *args], cwd=ROOT, env=ENV,
@@ -271,4 +271,5 @@ def test_pretrained_reproduces_the_cards_figure(runs):
 def test_a_tag_is_never_evaluated_with_random_weights(runs):
     result, _ = runs['no_weights']
     assert result.returncode == 2 and '--pretrained' in result.stderr and '--random_weights' in result.stderr
-    _fails(runs['tag_without_weights'], 'PretrainedWeightsError', 'no pretrained weights exist for prdarts_c10')
+    _fails(runs['tag_without_weights'], 'PretrainedWeightsError',
+           'no pretrained weights exist for prdarts_c10_tiny.sp99_cifar10')

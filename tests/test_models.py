@@ -204,7 +204,7 @@ def test_genotype_override_and_pruning_whole_model():
 
 
 def test_pretrained_without_weights_is_a_clear_error():
-    for name in ('prdarts_c10', 'prdarts_in1k.sp99_in1k', 'darts_v2_c10_mini'):
+    for name in ('prdarts_c10_tiny', 'prdarts_in1k.sp99_in1k', 'darts_v2_c10_mini'):
         with pytest.raises(PretrainedWeightsError,
                            match=r'no pretrained weights exist.*Tags with weights: prdarts_c10_micro\.sp90_cifar10'):
             timm.create_model(name, pretrained=True)
