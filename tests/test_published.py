@@ -52,6 +52,21 @@ def test_published_tag_loads_offline_and_matches_its_card(tag):
     assert abs(measured['top1'] - stated['top1']) <= TOLERANCE, (measured['top1'], stated['top1'])
 
 
+SP99_ARCHITECTURES = sorted(tag.split('.')[0] for tag in BUNDLED_WEIGHTS if tag.endswith('.sp99_cifar10'))
+
+
+@pytest.mark.parametrize('architecture', SP99_ARCHITECTURES)
+def test_the_bare_name_loads_the_99_percent_tag(architecture):
+    """``timm.create_model('prdarts_c10', pretrained=True)`` gives the paper's setting, the 99% tag (the first in
+    default_cfgs), whatever other tags the architecture has (a dense parent among them)."""
+    import torch
+
+    model = timm.create_model(architecture, pretrained=True)
+    assert model.pretrained_cfg['tag'] == 'sp99_cifar10'
+    tagged = timm.create_model(f'{architecture}.sp99_cifar10', pretrained=True).state_dict()
+    assert all(torch.equal(value, tagged[key]) for key, value in model.state_dict().items())
+
+
 @pytest.mark.parametrize('tag', SPARSE_TAGS[:1])
 def test_sparse_finetuning_from_a_published_tag_keeps_its_mask(tag, tmp_path):
     import os
