@@ -19,13 +19,15 @@ one form only):
 * ``onnxruntime``: the compacted network in ONNX Runtime (``prdarts_timm.deploy.export_onnx``; all graph
   optimisations), the form ``recipes/export.py --deploy`` writes.
 
+A dense network (a ``dense_*`` tag, ``--k 1``) has no dead channel to remove: it gets the first and the fourth form
+only (PyTorch and ONNX Runtime, as it is).
+
 The table at the end gives, per network, batch size and thread count, the speedup of the fastest deployed form
 over masked-dense, and what compaction adds inside ONNX Runtime. Timings vary between machines and with other
 load: run it on an idle machine and report the CPU it names.
 """
 import argparse
 import copy
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,7 @@ import prdarts_timm
 from prdarts_timm.builder import create_model
 from prdarts_timm.compact import compact
 from prdarts_timm.deploy import export_onnx, onnx_session, use_sparse_kernels
+from prdarts_timm.io import atomic_write_json
 from prdarts_timm.layers import convert_to_pruned
 from prdarts_timm.profile import compare_ms, cpu_name
 
@@ -80,24 +83,30 @@ def main() -> None:
         for name in args.networks:
             model = build(name, args.k, args.seed)
             report = prdarts_timm.sparsity_report(model)
-            compacted = copy.deepcopy(model)
-            print(f'{name}: sparsity {report.sparsity:.2%}, compacted: {compact(compacted)}', flush=True)
+            # a dense network (a dense_* tag) has nothing to compact: it runs as it is, in PyTorch and ONNX Runtime
+            compacted = copy.deepcopy(model) if report.sparsity > 0 else None
+            print(f'{name}: sparsity {report.sparsity:.2%}, compacted: '
+                  f'{compact(compacted) if compacted is not None else "n/a (dense)"}', flush=True)
             onnx_masked = export_onnx(model, Path(tmp) / f'{name}-masked.onnx', (3, 32, 32))
-            onnx_compacted = export_onnx(compacted, Path(tmp) / f'{name}.onnx', (3, 32, 32))
+            onnx_compacted = compacted and export_onnx(compacted, Path(tmp) / f'{name}.onnx', (3, 32, 32))
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                sessions = {path: onnx_session(path, threads) for path in (onnx_masked, onnx_compacted)}
+                sessions = {path: onnx_session(path, threads) for path in (onnx_masked, onnx_compacted) if path}
                 for batch in args.batch_sizes:
                     x = torch.randn(batch, 3, 32, 32)
-                    sparse = copy.deepcopy(compacted)
-                    choices = use_sparse_kernels(sparse, x, threads=threads)
                     forms = {
                         'masked-dense': lambda: model(x),
-                        'compacted': lambda: compacted(x),
-                        'sparse-kernels': lambda: sparse(x),
                         'onnxruntime-masked': lambda: sessions[onnx_masked].run(None, {'input': x.numpy()}),
-                        'onnxruntime': lambda: sessions[onnx_compacted].run(None, {'input': x.numpy()}),
                     }
+                    choices = []
+                    if compacted is not None:
+                        sparse = copy.deepcopy(compacted)
+                        choices = use_sparse_kernels(sparse, x, threads=threads)
+                        forms.update({
+                            'compacted': lambda: compacted(x),
+                            'sparse-kernels': lambda: sparse(x),
+                            'onnxruntime': lambda: sessions[onnx_compacted].run(None, {'input': x.numpy()}),
+                        })
                     with torch.inference_mode():
                         times = compare_ms(forms, args.warmup, args.repeats, args.rounds)
                     for form, ms in times.items():
@@ -117,13 +126,14 @@ def main() -> None:
                 row = {r['form']: r['median_ms'] for r in results
                        if (r['network'], r['threads'], r['batch_size']) == (name, threads, batch)}
                 best = min(v for f, v in row.items() if f != 'masked-dense')
-                cells = ' | '.join(f'{row[f]:.2f} ms' for f in FORMS)
+                cells = ' | '.join(f'{row[f]:.2f} ms' if f in row else 'n/a' for f in FORMS)
+                compaction = (f"{row['onnxruntime-masked'] / row['onnxruntime']:.2f}x" if 'onnxruntime' in row
+                              else 'n/a')
                 print(f"| {name} | {batch} | {threads} | {cells} | {row['masked-dense'] / best:.2f}x "
-                      f"| {row['onnxruntime-masked'] / row['onnxruntime']:.2f}x |")
+                      f"| {compaction} |")
     if args.output:
-        Path(args.output).write_text(json.dumps(dict(cpu=cpu_name(), torch=torch.__version__, k=args.k,
-                                                     repeats=args.repeats, rounds=args.rounds, results=results),
-                                                indent=1))
+        atomic_write_json(args.output, dict(cpu=cpu_name(), torch=torch.__version__, k=args.k,
+                                            repeats=args.repeats, rounds=args.rounds, results=results))
 
 
 if __name__ == '__main__':
