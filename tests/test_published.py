@@ -46,7 +46,8 @@ def test_published_tag_loads_offline_and_matches_its_card(tag):
     assert tuple(model.pretrained_cfg['label_names']) == CIFAR10_CLASSES  # what the indices mean
     report = prdarts_timm.sparsity_report(model)
     assert report.nonzero == stated['weights']['nonzero']  # masks restored from the zeros
-    loader = DataLoader(build_dataset('mini', 'test', transform=data_transforms(model)[1]), batch_size=250)
+    # batches of 50: on a 2-core AMD EPYC the flagship forwards 250 images in 2x the time of five batches of 50
+    loader = DataLoader(build_dataset('mini', 'test', transform=data_transforms(model)[1]), batch_size=50)
     measured = accuracy(model, loader, device=__import__('torch').device('cpu'), top5=True)
     assert measured['num_samples'] == stated['dataset']['num_evaluated'] == 1000
     assert abs(measured['top1'] - stated['top1']) <= TOLERANCE, (measured['top1'], stated['top1'])
