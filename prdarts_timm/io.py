@@ -68,7 +68,12 @@ def atomic_write_folder(folder: Union[str, Path], write: Callable[[Path], None])
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.', suffix='.tmp'))
     try:
         write(tmp)
-        os.chmod(tmp, 0o755)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        for file in tmp.rglob('*'):  # some writers (safetensors' save_file) create files 0600, as mkstemp does
+            if file.is_file():
+                os.chmod(file, 0o666 & ~umask)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)

@@ -94,6 +94,10 @@ def test_export_layout(exported):
     folder, model = exported
     assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors',
                                                         'train_config.yaml']
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in [folder, *folder.iterdir()]} == {
+        oct(0o777 & ~umask), oct(0o666 & ~umask)}  # ordinary permissions, not mkstemp's / safetensors' 0600
     config = json.loads((folder / 'config.json').read_text())
     assert config['architecture'] == 'prdarts_c10_mini' and config['num_classes'] == 10
     assert config['num_features'] == model.num_features and config['global_pool'] == 'avg'
