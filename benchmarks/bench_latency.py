@@ -24,8 +24,8 @@ A dense network (a ``dense_*`` tag, ``--k 1``) has no dead channel to remove: it
 ``onnxruntime-masked`` only (PyTorch and ONNX Runtime, as it is).
 
 The table at the end gives, per network, batch size and thread count, the speedup of the fastest deployed form
-over the faster masked-dense layout, and what compaction adds inside ONNX Runtime. Timings vary between machines and with other
-load: run it on an idle machine and report the CPU it names.
+over the faster masked-dense layout, and what compaction adds inside ONNX Runtime. Timings vary between machines
+and with other load: run it on an idle machine and report the CPU it names.
 """
 import argparse
 import copy
