@@ -11,7 +11,7 @@ of ``--repeats`` runs, and each reports its lowest round median, so a burst of o
 one form only):
 
 * ``masked-dense``: the baked network in PyTorch, dense kernels computing the zeros (how the paper's code runs);
-* ``masked-dense-cl``: the same in channels-last memory format (on a 2-core AMD EPYC 1.35-1.5x faster at batch 1);
+* ``masked-dense-cl``: the same in channels-last memory format (1.4-1.6x faster at batch 1 on a 2-core AMD EPYC);
 * ``compacted``: dead channels removed, constants folded, BN folded (``prdarts_timm.compact.compact``);
 * ``sparse-kernels``: the compacted network with the 1x1 convs and the classifier as CSR products where a
   per-layer timing at this batch size and thread count found them faster
@@ -91,7 +91,8 @@ def main() -> None:
             print(f'{name}: sparsity {report.sparsity:.2%}, compacted: '
                   f'{compact(compacted) if compacted is not None else "n/a (dense)"}', flush=True)
             onnx_masked = export_onnx(model, Path(tmp) / f'{name}-masked.onnx', (3, 32, 32))
-            onnx_compacted = compacted and export_onnx(compacted, Path(tmp) / f'{name}.onnx', (3, 32, 32))
+            onnx_compacted = (export_onnx(compacted, Path(tmp) / f'{name}.onnx', (3, 32, 32))
+                              if compacted is not None else None)
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 sessions = {path: onnx_session(path, threads) for path in (onnx_masked, onnx_compacted) if path}

@@ -10,6 +10,13 @@ from typing import Any, Callable, Dict, Type, Union
 __all__ = ['atomic_write', 'atomic_write_folder', 'atomic_write_text', 'atomic_write_json', 'file_sha256']
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``path``; nothing is left behind on failure."""
     path = Path(path)
@@ -18,9 +25,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result gets ordinary permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the result gets ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -68,8 +73,7 @@ def atomic_write_folder(folder: Union[str, Path], write: Callable[[Path], None])
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.', suffix='.tmp'))
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = _umask()
         os.chmod(tmp, 0o777 & ~umask)
         for file in tmp.rglob('*'):  # some writers (safetensors' save_file) create files 0600, as mkstemp does
             if file.is_file():

@@ -51,9 +51,11 @@ def data_transforms(model: nn.Module, cutout: int = 0, padding: int = 4, flip: b
 @torch.inference_mode()
 def accuracy(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], device: torch.device,
              top5: bool = False, autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-             accelerator: Optional[Any] = None) -> Dict[str, Any]:
+             accelerator: Optional[Any] = None,
+             memory_format: torch.memory_format = torch.preserve_format) -> Dict[str, Any]:
     """Top-1 (and top-5) accuracy and mean cross-entropy of ``model`` (in eval mode, its mode restored after)
-    over ``batches`` (moved to ``device``; the logits computed under ``autocast()``).
+    over ``batches`` (moved to ``device`` in ``memory_format``, e.g. ``torch.channels_last`` for a model converted
+    to it; the logits computed under ``autocast()``).
 
     With an ``accelerator``, each process passes its own share of the data and the counts are summed over the
     processes (``accelerator.reduce``; they are sums already, not per-sample results for
@@ -62,7 +64,7 @@ def accuracy(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tenso
     model.eval()
     counts = torch.zeros(4, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, loss sum, samples
     for x, y in batches:
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, memory_format=memory_format), y.to(device)
         with autocast():
             logits = model(x)
         hit1 = logits.argmax(dim=1) == y

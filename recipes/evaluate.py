@@ -174,9 +174,8 @@ def main() -> None:
     # channels-last for the accuracy pass, as train.py trains: the same figures to float rounding, and on a CPU
     # 2-4x the images a second (prdarts_c10, one thread of an AMD EPYC); the latency runs below keep the default
     model.to(device, memory_format=torch.channels_last)
-    batches = ((x.contiguous(memory_format=torch.channels_last), y)
-               for x, y in tqdm(loader, desc=f'evaluate {args.model}', unit='batch'))
-    acc = accuracy(model, batches, device, top5=num_classes is not None and num_classes >= 5)
+    acc = accuracy(model, tqdm(loader, desc=f'evaluate {args.model}', unit='batch'), device,
+                   top5=num_classes is not None and num_classes >= 5, memory_format=torch.channels_last)
     del acc['loss']  # the report gives accuracy only
     model.to('cpu', memory_format=torch.contiguous_format)
 

@@ -51,8 +51,7 @@ def test_published_tag_loads_offline_and_matches_its_card(tag):
     import torch
     loader = DataLoader(build_dataset('mini', 'test', transform=data_transforms(model)[1]), batch_size=32)
     model.to(memory_format=torch.channels_last)
-    batches = ((x.contiguous(memory_format=torch.channels_last), y) for x, y in loader)
-    measured = accuracy(model, batches, device=torch.device('cpu'), top5=True)
+    measured = accuracy(model, loader, device=torch.device('cpu'), top5=True, memory_format=torch.channels_last)
     assert measured['num_samples'] == stated['dataset']['num_evaluated'] == 1000
     assert abs(measured['top1'] - stated['top1']) <= TOLERANCE, (measured['top1'], stated['top1'])
 
