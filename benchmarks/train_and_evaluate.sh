@@ -8,6 +8,9 @@ if ! [[ ${THREADS:-1} =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1} HF_HUB_OFFLINE=1
+# the package of the checkout this file is in, ahead of the one pip installed (an editable install points at another
+# checkout): a run from a `git worktree` of a fixed commit then runs that commit's library, not the main checkout's
+export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 # one process on one thread (THREADS=2: one run with a 2-core machine to itself, e.g. while the other stream waits
 # for it): plain python with OMP_NUM_THREADS (accelerate's launcher would add nothing for one CPU process, and the
 # recipes read the launcher's OMP_NUM_THREADS=1 as its default, not a request: every core)
