@@ -29,12 +29,7 @@ from .retrain.config import STAGES
 from .run_folder import TRAINING_ONLY_ARGS, TrainRun
 from .training import input_size
 
-__all__ = ['distillation_loss', 'teacher_logits', 'load_teacher', 'check_teacher']
-
-# On a CPU the teacher's forward runs in chunks of this many images: in eval mode its outputs do not depend on the
-# batch, and smaller batches stay in the caches (prdarts_c10, one thread of a 2-core AMD EPYC, AVX2: 6.0 s for a
-# batch of 128 whole, 3.4 s in chunks of 32; `benchmarks/bench_teacher_forward.py`, docs/results.md).
-CPU_TEACHER_CHUNK = 32
+__all__ = ['distillation_loss', 'load_teacher', 'check_teacher']
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -42,15 +37,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     t = temperature
     return F.kl_div(F.log_softmax(student_logits.float() / t, dim=1), F.log_softmax(teacher_logits.float() / t, dim=1),
                     reduction='batchmean', log_target=True) * (t * t)
-
-
-def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The frozen ``teacher``'s logits for the batch ``x`` under ``no_grad``: on a CPU in chunks of
-    ``CPU_TEACHER_CHUNK`` images, elsewhere whole."""
-    with torch.no_grad():
-        if x.device.type != 'cpu':
-            return teacher(x)
-        return torch.cat([teacher(chunk) for chunk in x.split(CPU_TEACHER_CHUNK)])
 
 
 def _is_model_name(spec: str) -> bool:

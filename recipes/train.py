@@ -58,7 +58,7 @@ from prdarts_timm.checkpoint import (
 )
 from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, load_config
-from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher, teacher_logits
+from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
 from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors, resize_batch
 from prdarts_timm.profile import hardware_description
@@ -228,8 +228,10 @@ def train_step(net: nn.Module, batch, state: TrainState, config: TrainConfig, cr
         logits, aux = net(x)
         loss = criterion(logits, y)
         if teacher is not None:  # eval mode, frozen: the same batch, no graph
-            loss = ((1 - config.distill_weight) * loss + config.distill_weight * distillation_loss(
-                logits, teacher_logits(teacher, x), config.distill_temperature))
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = ((1 - config.distill_weight) * loss
+                    + config.distill_weight * distillation_loss(logits, teacher_logits, config.distill_temperature))
         if aux is not None:
             loss = loss + config.auxiliary_weight * criterion(aux, y)
         return loss
