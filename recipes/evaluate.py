@@ -43,6 +43,7 @@ import prdarts_timm
 from prdarts_timm import bake, count_params, sparsity_report
 from prdarts_timm.builder import create_model
 from prdarts_timm.checkpoint import load_state_dict_checked, read_state_dict
+from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.cli import run_main
 from prdarts_timm.config import parse_kwargs
 from prdarts_timm.data import build_dataset
@@ -171,6 +172,8 @@ def main() -> None:
         dataset_used = dataset
     loader = DataLoader(dataset_used, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
     device = torch.device(args.device)
+    if device.type == 'cpu':  # as train.py does: a batch's activations reuse freed memory, not fresh pages
+        keep_freed_memory()
     # channels-last for the accuracy pass, as train.py trains: the same figures to float rounding, and on a CPU
     # 2-4x the images a second (prdarts_c10, one thread of an AMD EPYC); the latency runs below keep the default
     model.to(device, memory_format=torch.channels_last)
