@@ -43,9 +43,9 @@ import prdarts_timm
 from prdarts_timm import bake, count_params, sparsity_report
 from prdarts_timm.builder import create_model
 from prdarts_timm.checkpoint import load_state_dict_checked, read_state_dict
-from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.cli import run_main
 from prdarts_timm.config import parse_kwargs
+from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.data import build_dataset
 from prdarts_timm.errors import PrdartsError
 from prdarts_timm.io import atomic_write_json, file_sha256
