@@ -12,8 +12,8 @@ trainable tensors) is timed for:
   is re-selected every step (at k = 1 the mask is full but the learn path still runs).
 
 The input requires grad, as for a layer inside a network, so every variant also computes dL/dx.
-glibc malloc is told to keep freed memory (see ``keep_freed_memory``; ``--system-malloc`` to skip), so
-page faults on fresh activation memory do not swamp the layer cost.
+glibc malloc is told to keep freed memory (``prdarts_timm.cpu_allocator``, as in the recipes; ``--system-malloc``
+to skip), so page faults on fresh activation memory do not swamp the layer cost.
 The variants of a case run interleaved, one step each per round in a rotating order, each step timed
 with ``time.perf_counter``, so machine noise hits them equally; the reported ratio is the median step
 time of the variant over the median step time of ``nn.Conv2d``, the absolute time the latter in ms.
@@ -23,8 +23,6 @@ Run: ``python benchmarks/bench_layers.py [--quick] [--threads N]``
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import platform
 import statistics
@@ -35,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from prdarts_timm.cpu_allocator import keep_freed_memory
 from prdarts_timm.layers import PrunedConv2d
 
 # (name, kernel size, depthwise)
@@ -78,25 +77,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or 'unknown'
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc malloc reuse freed memory instead of returning it to the OS (no ``mmap`` per tensor).
-
-    By default every tensor above ~128 KiB to 32 MiB is a fresh ``mmap``, so each step page-faults its
-    activations in again. In a VM a page fault is slow enough that this dominated (and, depending on the
-    allocator's state, randomly doubled) the step time here, for every variant alike, hiding the layer
-    cost we want to measure. Returns whether the settings took.
-    """
-    name = ctypes.util.find_library('c')
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_max = -1, -4
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2 ** 30))
-    except (OSError, AttributeError):
-        return False
 
 
 def make_step(case: Case, variant: str, seed: int = 0) -> Callable[[], None]:
