@@ -209,8 +209,9 @@ def test_pretrained_without_weights_is_a_clear_error():
                            match=r'no pretrained weights exist.*Tags with weights: prdarts_c10\.dense_cifar10'):
             timm.create_model(name, pretrained=True)
     assert timm.list_models(module='prdarts', pretrained=True) == [
-        'prdarts_c10.dense_cifar10', 'prdarts_c10.sp90_cifar10', 'prdarts_c10_micro.sp90_cifar10',
-        'prdarts_c10_micro.sp95_cifar10', 'prdarts_c10_micro.sp99_cifar10']  # the bundled tags (test_published)
+        'prdarts_c10.dense_cifar10', 'prdarts_c10.sp90_cifar10', 'prdarts_c10.sp95_cifar10', 'prdarts_c10.sp99_cifar10',
+        'prdarts_c10_micro.sp90_cifar10', 'prdarts_c10_micro.sp95_cifar10',
+        'prdarts_c10_micro.sp99_cifar10']  # the bundled tags (test_published)
     with pytest.raises(RuntimeError, match=r'Invalid pretrained tag \(nope\)'):
         timm.create_model('prdarts_c10.nope', pretrained=True)
 
