@@ -43,20 +43,22 @@ class Stage:
     lr_min: float = 0.0
     arch_step: bool = True
     image_sizes: Tuple[int, ...] = ()  # progressive resizing: the side of the training images in each leading epoch
+    image_crops: bool = False  # those images are random crops of that side (objects keep their scale), not resized
 
     @classmethod
     def of(cls, name: str, k: float, epochs: int, lr: float, lr_min: float = 0.0, arch_step: bool = True,
-           image_sizes: Tuple[int, ...] = ()) -> 'Stage':
+           image_sizes: Tuple[int, ...] = (), image_crops: bool = False) -> 'Stage':
         """The stage ``name`` (a key of :data:`KINDS`) at target kept fraction ``k`` (a dense stage keeps all)."""
         if name not in KINDS:
             raise ValueError(f'unknown stage {name!r}; expected one of {tuple(KINDS)}')
         kind = KINDS[name]
         dense = kind['trains'][0][1] == 'dense'
         return cls(name=name, k=1.0 if dense else check_k(k), epochs=epochs, lr=lr, lr_min=lr_min,
-                   arch_step=arch_step, image_sizes=tuple(image_sizes), **kind)
+                   arch_step=arch_step, image_sizes=tuple(image_sizes), image_crops=image_crops,
+                   **kind)
 
     def image_size(self, epoch: int) -> Optional[int]:
-        """The side the training images of ``epoch`` are resized down to (None: the size the data has)."""
+        """The side the training images of ``epoch`` are resized down or cropped to (None: the size the data has)."""
         return self.image_sizes[epoch] if epoch < len(self.image_sizes) else None
 
     def __post_init__(self):
@@ -68,7 +70,8 @@ class Stage:
                              f'{MODES}, got {self.trains}')
         check_k(self.k)
         if len(self.image_sizes) > self.epochs or any(size < 8 for size in self.image_sizes):
-            raise ValueError(f'{self.name}_image_sizes gives the side (>= 8 px) of some of the {self.epochs} '
+            key = f'{self.name}_{"crop" if self.image_crops else "image"}_sizes'
+            raise ValueError(f'{key} gives the side (>= 8 px) of some of the {self.epochs} '
                              f'{self.name} epochs (the rest train at full size), got {list(self.image_sizes)}')
 
     @property

@@ -38,7 +38,7 @@ from .data import CIFAR10_MEAN, CIFAR10_STD, MINI_CIFAR10_PATH, DatasetError, bu
 from .io import atomic_write, file_sha256
 
 __all__ = ['ImageTensors', 'holdout_indices', 'load_image_tensors', 'content_key', 'augment_batch', 'normalize_batch', 'batches',
-           'sample_hash', 'CACHE_FORMAT']
+           'crop_batch', 'resize_batch', 'sample_hash', 'CACHE_FORMAT']
 
 CACHE_FORMAT = '1'  # bump when the cached layout changes
 _MASK32 = 0xFFFFFFFF
@@ -323,6 +323,21 @@ def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     resized = F.interpolate(x, size=(size, size), mode='bilinear', antialias=True, align_corners=False)
     return resized.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def crop_batch(x: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """A random ``size`` x ``size`` window of each image of a batch (N x C x H x W, normalized), drawn from
+    ``seed``, in the memory format it came in: low-resolution epochs that keep the objects' scale."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    n, _, h, w = x.shape
+    g = torch.Generator().manual_seed(seed)
+    dy = torch.randint(0, h - size + 1, (n,), generator=g).to(x.device)
+    dx = torch.randint(0, w - size + 1, (n,), generator=g).to(x.device)
+    ar = torch.arange(size, device=x.device)
+    rows, cols = dy[:, None] + ar[None, :], dx[:, None] + ar[None, :]
+    crop = x.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    crop = crop.permute(0, 3, 1, 2)
+    return crop.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_size: int, device: torch.device,

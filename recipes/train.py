@@ -60,7 +60,7 @@ from prdarts_timm.cli import run_main
 from prdarts_timm.config import ConfigError, add_config_args, load_config
 from prdarts_timm.distill import check_teacher, distillation_loss, load_teacher
 from prdarts_timm.data import SeededTransform, build_dataset, shard_indices
-from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors, resize_batch
+from prdarts_timm.tensor_data import ImageTensors, batches, load_image_tensors, crop_batch, resize_batch
 from prdarts_timm.profile import hardware_description
 from prdarts_timm.stage import Stage
 from prdarts_timm.run_folder import Launch, StageSummary, TrainRun, check_new_or_resume
@@ -349,6 +349,7 @@ def end_epoch(state: TrainState, eval_set: Union[Dataset, ImageTensors], config:
         record['ema_top1'] = evaluate(state.ema.module, eval_set, config, accelerator)['top1']
     if state.stage.image_sizes:  # progressive resizing: the side this epoch trained at
         record['image_size'] = state.stage.image_size(state.epoch) or input_size(state.model)[-1]
+        record['image_crops'] = state.stage.image_crops
     state.history.append(record)
     accelerator.log({f'{stage}/top1': record['top1'], f'{stage}/eval_loss': record['loss']},
                     step=state.stage_step)  # each stage's tags on its own step axis
@@ -362,9 +363,11 @@ def check_image_sizes(stage: Stage, model: nn.Module, config: TrainConfig) -> No
     PR-DARTS auxiliary head, for one, needs about 30 px)."""
     if not stage.image_sizes:
         return
-    key, side = f'{stage.name}_image_sizes', min(input_size(model)[1:])
+    key = f'{stage.name}_{"crop" if stage.image_crops else "image"}_sizes'
+    side = min(input_size(model)[1:])
     if max(stage.image_sizes) > side:
-        raise ConfigError(f'{key} {list(stage.image_sizes)} resize training images down, and {config.model} takes '
+        raise ConfigError(f'{key} {list(stage.image_sizes)} {"crop" if stage.image_crops else "resize"} training '
+                          f'images down, and {config.model} takes '
                           f'{side}x{side}: give sides up to {side}')
     smallest, channels = min(stage.image_sizes), input_size(model)[0]
     try:
@@ -434,8 +437,9 @@ def run_stage(stage: Stage, resume_from: Optional[Path], state: TrainState, conf
         for x, y in batches(train_data, mine, bs, accelerator.device, config.channels_last, config.num_workers,
                             augment=True, seed=augment_seed, epoch=state.epoch, cutout=config.cutout,
                             padding=config.crop_padding, flip=config.hflip, alternate_flip=config.alternate_flip):
-            if size is not None:
-                x = resize_batch(x, size)
+            if size is not None:  # the seed: this batch's crops, the same on resuming
+                x = (crop_batch(x, size, (augment_seed * 1_000 + state.epoch) * 100_000 + state.step)
+                     if stage.image_crops else resize_batch(x, size))
             step_started = time.time()
             loss = train_step(net, (x, y), state, config, criterion, mixup, accelerator, teacher)
             if config.compile and state.stage_step == stage_first_step:

@@ -53,6 +53,9 @@ class TrainConfig(RunConfig):
     # progressive resizing: the side each leading pretrain epoch trains at (images resized down from the data's size,
     # antialiased; e.g. [16, 16, 24]: two epochs at 16x16, one at 24x24, the rest at full size; evaluation at full size)
     pretrain_image_sizes: List[int] = field(default_factory=list)
+    # the same with random crops of each side instead (objects keep the scale they have at evaluation, where resizing
+    # shrinks them): e.g. [24, 24]: two epochs on 24x24 windows of the (augmented) images, the rest at full size
+    pretrain_crop_sizes: List[int] = field(default_factory=list)
     pretrain_lr: float = 0.05
     prune_lr: float = 0.1
     finetune_lr: float = 0.01
@@ -73,7 +76,8 @@ class TrainConfig(RunConfig):
                                                  reset_classifier=False, alternate_flip=False,
                                                  distill_from=None, distill_weight=0.5, distill_temperature=4.0,
                                                  cpu_threads=None, log_with='tensorboard',
-                                                 gradient_accumulation_steps=None, pretrain_image_sizes=[])
+                                                 gradient_accumulation_steps=None, pretrain_image_sizes=[],
+                                                 pretrain_crop_sizes=[])
 
     def __post_init__(self):
         super().__post_init__()
@@ -100,6 +104,10 @@ class TrainConfig(RunConfig):
             raise ValueError('alternate_flip alternates the flips of the tensor data path: it needs hflip true and '
                              'data_format tensor')
         self.pretrain_image_sizes = [int(size) for size in self.pretrain_image_sizes]
+        self.pretrain_crop_sizes = [int(size) for size in self.pretrain_crop_sizes]
+        if self.pretrain_image_sizes and self.pretrain_crop_sizes:
+            raise ValueError('pretrain_image_sizes (resized images) and pretrain_crop_sizes (random crops) both give '
+                             'the leading epochs\' sides: set one of them')
         self.stage('pretrain')  # the Stage record checks its image sizes against its epochs
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f'distill_weight must be in [0, 1], got {self.distill_weight}')
@@ -119,8 +127,9 @@ class TrainConfig(RunConfig):
     def stage(self, name: str) -> Stage:
         """The stage ``name`` of this config as a record (:class:`~prdarts_timm.stage.Stage`): what it trains and
         how, its k, epochs and learning rates."""
+        crops = getattr(self, f'{name}_crop_sizes', ())  # only pretrain has the two size keys
         return Stage.of(name, self.k, getattr(self, f'{name}_epochs'), getattr(self, f'{name}_lr'), lr_min=self.min_lr,
-                        image_sizes=getattr(self, f'{name}_image_sizes', ()))  # only pretrain has the key
+                        image_sizes=crops or getattr(self, f'{name}_image_sizes', ()), image_crops=bool(crops))
 
     def model_args(self, num_classes: int) -> Dict[str, Any]:
         """The ``timm.create_model`` kwargs this config asks for (the PR-DARTS auxiliary head only if weighted)."""
