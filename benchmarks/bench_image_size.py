@@ -1,6 +1,8 @@
 """What progressive resizing saves: one training step (forward, backward, SGD step; channels-last, fp32) of a
 network at each image side, against the full size. Sides run interleaved, ``--rounds`` times; the best round's
-median step counts.
+median step counts. The bare step only: the recipe adds per-step work (batching, augmentation, gradient
+clipping, the optimizer's bookkeeping), so compare batch sizes in the recipe (``bench_recipe.py``), not here (at
+batch 32 a micro step here was 0.84x per image of batch 128's, a recipe epoch about 1.06x: docs/results.md).
 
     python benchmarks/bench_image_size.py --model prdarts_c10_micro --sizes 32 24 20 16 --threads 1
 """
