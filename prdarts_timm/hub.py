@@ -165,7 +165,7 @@ def stage_schedule(summary: StageSummary, config: Any) -> str:
     sizes = [record.get('image_size') for record in summary.history]
     if len(set(sizes)) > 1 and None not in sizes:  # progressive resizing: each side with its epochs
         parts[0] += ', ' + ', '.join(f'{size} px ({epochs})' for size, epochs in epoch_spans(sizes))
-        if getattr(config, f'{stage}_crop_sizes', None):
+        if any(record.get('image_crops') for record in summary.history):
             parts[0] += ' (the smaller sides as random crops)'
     warmup = f' after {config.warmup_epochs} warm-up epoch(s)' if config.warmup_epochs else ''
     parts.append(f'optimizer `{config.opt}` (momentum {config.momentum:g}), lr {getattr(config, f"{stage}_lr"):g} '

@@ -61,6 +61,11 @@ class Stage:
         """The side the training images of ``epoch`` are resized down or cropped to (None: the size the data has)."""
         return self.image_sizes[epoch] if epoch < len(self.image_sizes) else None
 
+    @property
+    def image_sizes_key(self) -> str:
+        """The config key that gave ``image_sizes`` (``pretrain_crop_sizes`` or ``pretrain_image_sizes``)."""
+        return f'{self.name}_{"crop" if self.image_crops else "image"}_sizes'
+
     def __post_init__(self):
         if self.epochs < 0:
             raise ValueError(f'stage {self.name}: epochs must be >= 0, got {self.epochs}')
@@ -70,8 +75,7 @@ class Stage:
                              f'{MODES}, got {self.trains}')
         check_k(self.k)
         if len(self.image_sizes) > self.epochs or any(size < 8 for size in self.image_sizes):
-            key = f'{self.name}_{"crop" if self.image_crops else "image"}_sizes'
-            raise ValueError(f'{key} gives the side (>= 8 px) of some of the {self.epochs} '
+            raise ValueError(f'{self.image_sizes_key} gives the side (>= 8 px) of some of the {self.epochs} '
                              f'{self.name} epochs (the rest train at full size), got {list(self.image_sizes)}')
 
     @property

@@ -320,15 +320,13 @@ def augment_batch(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch:
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     """A batch (N x C x H x W, normalized) resized to ``size`` x ``size`` (bilinear, antialiased: a smaller image,
     not an aliased subsample), in the memory format it came in: progressive resizing's low-resolution epochs."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     resized = F.interpolate(x, size=(size, size), mode='bilinear', antialias=True, align_corners=False)
-    return resized.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return _in_memory_format_of(x, resized)
 
 
 def crop_batch(x: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     """A random ``size`` x ``size`` window of each image of a batch (N x C x H x W, normalized), drawn from
     ``seed``, in the memory format it came in: low-resolution epochs that keep the objects' scale."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     n, _, h, w = x.shape
     g = torch.Generator().manual_seed(seed)
     dy = torch.randint(0, h - size + 1, (n,), generator=g).to(x.device)
@@ -336,8 +334,13 @@ def crop_batch(x: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     ar = torch.arange(size, device=x.device)
     rows, cols = dy[:, None] + ar[None, :], dx[:, None] + ar[None, :]
     crop = x.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    crop = crop.permute(0, 3, 1, 2)
-    return crop.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return _in_memory_format_of(x, crop.permute(0, 3, 1, 2))
+
+
+def _in_memory_format_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` laid out as ``x`` is (channels-last or contiguous)."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def batches(data: Union[Dataset, ImageTensors], indices: Sequence[int], batch_size: int, device: torch.device,

@@ -363,8 +363,7 @@ def check_image_sizes(stage: Stage, model: nn.Module, config: TrainConfig) -> No
     PR-DARTS auxiliary head, for one, needs about 30 px)."""
     if not stage.image_sizes:
         return
-    key = f'{stage.name}_{"crop" if stage.image_crops else "image"}_sizes'
-    side = min(input_size(model)[1:])
+    key, side = stage.image_sizes_key, min(input_size(model)[1:])
     if max(stage.image_sizes) > side:
         raise ConfigError(f'{key} {list(stage.image_sizes)} {"crop" if stage.image_crops else "resize"} training '
                           f'images down, and {config.model} takes '

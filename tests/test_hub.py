@@ -299,6 +299,10 @@ def test_stage_schedule_line():
                            'warm-up epoch(s), weight decay 0.0003; label smoothing 0.1; grad clip 5; random crop '
                            '(padding 2), flips alternated per epoch; distilled from `runs/dense/pretrain` (weight 0.5, '
                            'temperature 4)')
+    assert 'crops' not in line
+    crops = [dict(record, image_crops=True) for record in history]  # pretrain_crop_sizes: the history says so
+    line = prdarts_timm.hub.stage_schedule(StageSummary('pretrain', epochs=4, global_batch=128, history=crops), config)
+    assert '32 px (epoch 4) (the smaller sides as random crops); optimizer' in line
     finetune = StageSummary('finetune', epochs=2, global_batch=8, history=[dict(image_size=32)] * 2)
     assert 'px' not in prdarts_timm.hub.stage_schedule(finetune, config)
 
